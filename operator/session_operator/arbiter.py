@@ -1,0 +1,722 @@
+"""The arbiter: given one target's sessions and its claim, decide everything (pure).
+
+No I/O, no clock: the caller passes ``now`` and plain data (``SessionView``, ``Claim``)
+and gets back a ``Plan``: the status each session should show, the one claim change to
+make, finalizers to add or remove, and sessions due for deletion. The executor applies a
+plan in a fixed order (demote, claim, activate, the rest), each write conditional on the
+resourceVersion the plan was made from, so a plan made on stale data fails rather than
+doing harm.
+
+The decision, in order, for one target group:
+
+1. The claim holder: a session that holds the claim stays Active unless it is being
+   deleted, its spec asks for another state, its spec became invalid, or a deadline
+   (maxDuration, idleTimeout) passed. A claim whose holder is gone is released.
+2. Decided sessions keep their phase (rule 2); terminal ones may be archived or deleted
+   by retention, when their time has come.
+3. If the target is free, the head of the queue (priority, age, name) is promoted.
+4. Undecided sessions (new, or their spec changed) are applied one by one in that same
+   order, each meeting the holder left by the ones before it (rule 4).
+5. Queue positions: exact for new entries and for the head; others may lag so that a
+   promotion costs O(1) writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from .conditions import Reason, build_conditions
+from .model import (
+    TERMINAL_PHASES,
+    Claim,
+    DesiredState,
+    OnConflict,
+    Phase,
+    SessionView,
+    format_duration,
+    format_time,
+    parse_time,
+)
+
+_STATE_PHASE = {
+    DesiredState.INACTIVE: (Phase.INACTIVE, Reason.INACTIVE),
+    DesiredState.COMPLETED: (Phase.COMPLETED, Reason.COMPLETED),
+    DesiredState.ARCHIVED: (Phase.ARCHIVED, Reason.ARCHIVED),
+}
+
+# The Event each kind of transition posts (reason, type); one per transition.
+_EVENTS: dict[tuple[Phase, Reason], tuple[str, str]] = {
+    (Phase.ACTIVE, Reason.ACQUIRED): ("Activated", "Normal"),
+    (Phase.ACTIVE, Reason.PROMOTED): ("Promoted", "Normal"),
+    (Phase.ACTIVE, Reason.REPLACED_PREVIOUS): ("Replaced", "Normal"),
+    (Phase.QUEUED, Reason.QUEUED): ("Queued", "Normal"),
+    (Phase.REJECTED, Reason.TARGET_BUSY): ("Rejected", "Warning"),
+    (Phase.REJECTED, Reason.DUPLICATE_PROFILE): ("Rejected", "Warning"),
+    (Phase.REPLACED, Reason.REPLACED): ("Replaced", "Normal"),
+    (Phase.REPLACED, Reason.PROFILE_CHANGED): ("Replaced", "Normal"),
+    (Phase.ABANDONED, Reason.IDLE_TIMEOUT): ("Abandoned", "Normal"),
+    (Phase.ABANDONED, Reason.MAX_DURATION_EXCEEDED): ("Abandoned", "Normal"),
+    (Phase.ARCHIVED, Reason.REQUESTED): ("Archived", "Normal"),
+    (Phase.ARCHIVED, Reason.RETENTION): ("Archived", "Normal"),
+    (Phase.INVALID, Reason.INVALID_SPEC): ("Invalid", "Warning"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    """Operator-wide values for sessions that leave them unset."""
+
+    archive_after: timedelta | None = timedelta(hours=168)
+    delete_after: timedelta | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A change of phase (or of reason within it) worth an Event and a metric."""
+
+    outcome: str  # the Ready reason, e.g. Acquired, Queued, TargetBusy
+    event_reason: str | None
+    event_type: str
+    message: str
+    first_decision: bool  # the session had no phase before: observe decision latency
+
+
+@dataclass(slots=True)
+class StatusWrite:
+    session: SessionView
+    status: dict[str, Any]
+    transition: Transition | None
+    # "demote": leaves Active, written before the claim changes; "activate": becomes
+    # Active, written after; "other": anything else.
+    kind: Literal["demote", "activate", "other"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimChange:
+    op: Literal["create", "transfer", "confirm", "release"]
+    holder: SessionView | None  # None for release
+    claim: Claim | None  # the claim the change is conditional on (None for create)
+
+
+@dataclass(slots=True)
+class Plan:
+    writes: list[StatusWrite] = field(default_factory=list)
+    claim_change: ClaimChange | None = None
+    add_finalizer: list[SessionView] = field(default_factory=list)
+    remove_finalizer: list[SessionView] = field(default_factory=list)
+    delete: list[SessionView] = field(default_factory=list)
+    next_due: datetime | None = None
+    holder: SessionView | None = None  # who holds the target once the plan is applied
+
+    def final_phase(self, session: SessionView) -> str | None:
+        for write in self.writes:
+            if write.session.uid == session.uid:
+                return write.status.get("phase")
+        return session.phase
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.writes or self.claim_change or self.add_finalizer or self.remove_finalizer or self.delete
+        )
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """The phase a session ends with in this plan, before it is rendered to status."""
+
+    phase: Phase
+    reason: Reason
+    message: str
+    fields: dict[str, Any]
+    replaced_reason: Reason | None = None
+    archived_reason: Reason | None = None
+    transition: bool = True  # False: same phase, only fields refreshed (no Event)
+
+
+def _holder_info(session: SessionView, active_since: str | None) -> dict[str, Any]:
+    return {
+        "name": session.name,
+        "uid": session.uid,
+        "profile": session.profile,
+        "activeSince": active_since,
+    }
+
+
+class _Group:
+    """Working state while deciding one target group."""
+
+    def __init__(
+        self, sessions: Sequence[SessionView], claim: Claim | None, now: datetime, defaults: Defaults
+    ) -> None:
+        self.sessions = sessions
+        self.claim = claim
+        self.now = now
+        self.stamp = format_time(now)
+        self.defaults = defaults
+        self.outcomes: dict[str, _Outcome] = {}
+        self.holder: SessionView | None = None
+        self.holder_since: str | None = None
+        self.due: list[datetime] = []
+        self.plan = Plan()
+
+    @property
+    def target(self) -> str:
+        for session in self.sessions:
+            if session.target:
+                return session.target
+        return ""
+
+    # --- outcomes ------------------------------------------------------------------------
+
+    def set(self, session: SessionView, outcome: _Outcome) -> None:
+        self.outcomes[session.uid] = outcome
+
+    def phase_of(self, session: SessionView) -> str | None:
+        outcome = self.outcomes.get(session.uid)
+        return outcome.phase.value if outcome else session.phase
+
+    def take(self, session: SessionView, since: str | None = None) -> None:
+        self.holder = session
+        self.holder_since = since or self.stamp
+
+    # --- messages --------------------------------------------------------------------------
+
+    def held_by(self) -> str:
+        holder = self.holder
+        assert holder is not None
+        return (
+            f'target "{self.target}" is held by session "{holder.name}" '
+            f'(profile "{holder.profile}", active since {self.holder_since})'
+        )
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def archive_after(self, session: SessionView) -> timedelta | None:
+        if session.spec is not None and session.spec.archive_after is not None:
+            return session.spec.archive_after
+        return self.defaults.archive_after
+
+    def delete_after(self, session: SessionView) -> timedelta | None:
+        if session.spec is not None and session.spec.delete_after is not None:
+            return session.spec.delete_after
+        return self.defaults.delete_after
+
+    def deadline(self, when: datetime) -> bool:
+        """True when ``when`` has come; otherwise remember it as the group's next due time."""
+        if when <= self.now:
+            return True
+        self.due.append(when)
+        return False
+
+
+def decide(
+    sessions: Iterable[SessionView],
+    claim: Claim | None,
+    now: datetime,
+    defaults: Defaults | None = None,
+) -> Plan:
+    """Decide one target group. ``sessions`` are all sessions of one (namespace, target)."""
+    group = _Group(list(sessions), claim, now, defaults or Defaults())
+    live = [s for s in group.sessions if not s.deleting]
+    claim_holder = _claim_holder(group.sessions, claim)
+
+    undecided: list[SessionView] = []
+    handled: set[str] = set()
+    # 1. The claim holder first: it keeps the target unless it is leaving.
+    if claim_holder is not None and not claim_holder.deleting:
+        if claim_holder.decided and claim_holder.phase != Phase.ACTIVE:
+            pass  # decided and not Active: a leftover claim (crash between writes); released below
+        elif _wants_target(claim_holder):
+            _keep_holder(group, claim_holder)
+            handled.add(claim_holder.uid)
+        else:
+            undecided.append(claim_holder)  # leaves: its new state, or Invalid
+            handled.add(claim_holder.uid)
+
+    # A session being deleted that still shows Active is demoted first, so that no
+    # watcher ever sees it Active next to the session that takes the target over.
+    for session in group.sessions:
+        if session.deleting and session.phase == Phase.ACTIVE:
+            group.set(
+                session,
+                _Outcome(
+                    Phase.INACTIVE,
+                    Reason.INACTIVE,
+                    f'session is being deleted; target "{session.target}" released',
+                    {},
+                    transition=False,
+                ),
+            )
+
+    # 2. Decided sessions keep their phase; time may move them on.
+    queue: list[SessionView] = []
+    for session in live:
+        if session.uid in handled:
+            continue
+        if not session.decided or session.spec is None:
+            undecided.append(session)
+            continue
+        phase = session.phase
+        if phase == Phase.ACTIVE and session is not claim_holder:
+            # Active without the claim (the claim was lost or taken): if nobody holds the
+            # claim it simply takes it again; otherwise it is decided afresh.
+            if claim_holder is None and group.holder is None and _wants_target(session):
+                _keep_holder(group, session)
+            else:
+                undecided.append(session)
+        elif phase == Phase.QUEUED:
+            queue.append(session)
+        elif phase in TERMINAL_PHASES:
+            _retention(group, session)
+
+    # Undecided sessions that leave for a non-holding state do so before promotion, so
+    # that a holder which completes in the same breath as others arrive is released first.
+    undecided.sort(key=lambda s: s.order_key)
+
+    # 3. A free target goes to the head of the queue.
+    if group.holder is None and queue:
+        queue.sort(key=lambda s: s.order_key)
+        head = queue.pop(0)
+        _activate(group, head, Reason.PROMOTED, _promoted_message(group, claim_holder))
+
+    # 4. Undecided sessions, one by one, in queue order (rule 4).
+    for session in undecided:
+        _evaluate(group, session, queue)
+
+    # Finalise: queue positions, claim change, finalizers, rendering.
+    _queue_positions(group, queue)
+    _claim_change(group, claim_holder)
+    _finalizers(group)
+    _render(group)
+    group.plan.holder = group.holder
+    group.plan.next_due = min(group.due) if group.due else None
+    return group.plan
+
+
+def _claim_holder(sessions: Sequence[SessionView], claim: Claim | None) -> SessionView | None:
+    if claim is None or not claim.holder:
+        return None
+    for session in sessions:
+        if session.name == claim.holder and (claim.holder_uid in (None, session.uid)):
+            return session
+    return None
+
+
+def _wants_target(session: SessionView) -> bool:
+    return session.spec is not None and session.spec.state is DesiredState.ACTIVE
+
+
+def _keep_holder(group: _Group, session: SessionView) -> None:
+    """``session`` holds the claim and wants the target: it stays (or becomes) Active,
+    unless a deadline has passed, in which case it is Abandoned and releases."""
+    status = session.status
+    was_active = session.phase == Phase.ACTIVE
+    active_since = status.get("activeSince") if was_active else None
+    since_dt = parse_time(active_since) or group.now
+    spec = session.spec
+    assert spec is not None
+    # Activity: never backwards, and a time in the future counts as now.
+    candidates = [since_dt]
+    recorded = parse_time(status.get("lastActivityTime")) if was_active else None
+    if recorded is not None:
+        candidates.append(recorded)
+    if session.last_activity is not None:
+        candidates.append(min(session.last_activity, group.now))
+    last_activity = max(candidates)
+    if was_active and spec.max_duration is not None and group.deadline(since_dt + spec.max_duration):
+        _leave(
+            group,
+            session,
+            Phase.ABANDONED,
+            Reason.MAX_DURATION_EXCEEDED,
+            f"active since {format_time(since_dt)}, longer than spec.maxDuration "
+            f"{format_duration(spec.max_duration)}; target \"{session.target}\" released",
+            fields={"activeSince": active_since, "lastActivityTime": format_time(last_activity)},
+        )
+        return
+    idle_deadline = last_activity + spec.idle_timeout if spec.idle_timeout is not None else None
+    if was_active and idle_deadline is not None and group.deadline(idle_deadline):
+        _leave(
+            group,
+            session,
+            Phase.ABANDONED,
+            Reason.IDLE_TIMEOUT,
+            f"no activity since {format_time(last_activity)} for spec.idleTimeout "
+            f"{format_duration(spec.idle_timeout or timedelta())}; target \"{session.target}\" released",
+            fields={"activeSince": active_since, "lastActivityTime": format_time(last_activity)},
+        )
+        return
+    if not was_active:
+        # Holds the claim but does not show Active yet (a crash between the claim write
+        # and the status write, or a re-evaluation): activate, confirming the claim.
+        reason = _ready_reason(session) or Reason.ACQUIRED
+        _activate(group, session, reason, _acquired_message(group, session))
+        return
+    group.take(session, active_since)
+    fields = dict(_active_fields(status))
+    fields["lastActivityTime"] = format_time(last_activity)
+    fields["idleDeadline"] = format_time(idle_deadline) if idle_deadline is not None else None
+    reason = _ready_reason(session) or Reason.ACQUIRED
+    message = _ready_message(session) or _acquired_message(group, session)
+    # A spec change while holding lands here too: it keeps the target, new deadlines apply.
+    group.set(session, _Outcome(Phase.ACTIVE, reason, message, fields, transition=False))
+
+
+def _active_fields(status: dict[str, Any]) -> dict[str, Any]:
+    return {"activeSince": status.get("activeSince"), "replaces": status.get("replaces")}
+
+
+def _ready_reason(session: SessionView) -> Reason | None:
+    for condition in session.status.get("conditions") or ():
+        if condition.get("type") == "Ready" and condition.get("status") == "True":
+            try:
+                return Reason(condition.get("reason"))
+            except ValueError:
+                return None
+    return None
+
+
+def _ready_message(session: SessionView) -> str | None:
+    for condition in session.status.get("conditions") or ():
+        if condition.get("type") == "Ready" and condition.get("status") == "True":
+            return condition.get("message") or None
+    return None
+
+
+def _acquired_message(group: _Group, session: SessionView) -> str:
+    return f'session "{session.name}" holds target "{session.target}"'
+
+
+def _promoted_message(group: _Group, previous: SessionView | None) -> str:
+    if previous is not None:
+        return f'promoted from the queue of target "{group.target}" after "{previous.name}" released it'
+    return f'promoted from the queue of target "{group.target}"'
+
+
+def _activate(
+    group: _Group,
+    session: SessionView,
+    reason: Reason,
+    message: str,
+    *,
+    replaces: str | None = None,
+) -> None:
+    spec = session.spec
+    assert spec is not None
+    fields: dict[str, Any] = {
+        "activeSince": group.stamp,
+        "lastActivityTime": group.stamp,
+        "idleDeadline": (
+            format_time(group.now + spec.idle_timeout) if spec.idle_timeout is not None else None
+        ),
+        "replaces": replaces,
+    }
+    for limit in (spec.idle_timeout, spec.max_duration):
+        if limit is not None:
+            group.deadline(group.now + limit)
+    group.set(session, _Outcome(Phase.ACTIVE, reason, message, fields))
+    group.take(session)
+
+
+def _leave(
+    group: _Group,
+    session: SessionView,
+    phase: Phase,
+    reason: Reason,
+    message: str,
+    *,
+    fields: dict[str, Any] | None = None,
+    replaced_reason: Reason | None = None,
+    archived_reason: Reason | None = None,
+) -> None:
+    """``session`` ends up in a phase that does not hold the target."""
+    fields = dict(fields or {})
+    if phase in TERMINAL_PHASES:
+        fields.setdefault("endedAt", group.stamp)
+    if phase is Phase.ARCHIVED:
+        fields.setdefault("archivedAt", group.stamp)
+    outcome = _Outcome(
+        phase, reason, message, fields, replaced_reason=replaced_reason, archived_reason=archived_reason
+    )
+    group.set(session, outcome)
+    if group.holder is session:
+        group.holder = None
+        group.holder_since = None
+    if phase in TERMINAL_PHASES:
+        _retention(group, session, outcome)
+
+
+def _evaluate(group: _Group, session: SessionView, queue: list[SessionView]) -> None:
+    """Rule 4: an undecided session meets the holder left by those before it."""
+    if session.spec is None:
+        _leave(
+            group,
+            session,
+            Phase.INVALID,
+            Reason.INVALID_SPEC,
+            f"{session.spec_error}; fix the spec to have it evaluated again",
+        )
+        return
+    spec = session.spec
+    if spec.state is not DesiredState.ACTIVE:
+        phase, reason = _STATE_PHASE[spec.state]
+        messages = {
+            Phase.INACTIVE: f'spec.state is Inactive; target "{session.target}" is not held',
+            Phase.COMPLETED: f'completed (spec.state: Completed); target "{session.target}" released',
+            Phase.ARCHIVED: "archived on request (spec.state: Archived)",
+        }
+        _leave(
+            group,
+            session,
+            phase,
+            Reason.REQUESTED if phase is Phase.ARCHIVED else reason,
+            messages[phase],
+            archived_reason=Reason.REQUESTED if phase is Phase.ARCHIVED else None,
+        )
+        return
+    holder = group.holder
+    if holder is None or holder is session:
+        _activate(group, session, Reason.ACQUIRED, _acquired_message(group, session))
+        return
+    policy = spec.on_conflict
+    if policy is OnConflict.REPLACE_IF_PROFILE_CHANGED:
+        if holder.profile == spec.profile:
+            _leave(
+                group,
+                session,
+                Phase.REJECTED,
+                Reason.DUPLICATE_PROFILE,
+                f"{group.held_by()} with the same profile; ReplaceIfProfileChanged replaces only a "
+                "holder whose profile differs; archive it, or change spec.profile or spec.onConflict",
+                fields={"holder": _holder_info(holder, group.holder_since)},
+            )
+            return
+        _replace(group, holder, session, Reason.PROFILE_CHANGED)
+    elif policy is OnConflict.REPLACE:
+        _replace(group, holder, session, Reason.REPLACED)
+    elif policy is OnConflict.QUEUE:
+        group.set(
+            session,
+            _Outcome(Phase.QUEUED, Reason.QUEUED, "", {"holder": _holder_info(holder, group.holder_since)}),
+        )
+        queue.append(session)
+    else:
+        _leave(
+            group,
+            session,
+            Phase.REJECTED,
+            Reason.TARGET_BUSY,
+            f"{group.held_by()}; archive it, or set spec.onConflict to Queue or Replace",
+            fields={"holder": _holder_info(holder, group.holder_since)},
+        )
+
+
+def _replace(group: _Group, old: SessionView, new: SessionView, reason: Reason) -> None:
+    if reason is Reason.PROFILE_CHANGED:
+        old_message = (
+            f'replaced by session "{new.name}" on target "{new.target}": profile changed from '
+            f'"{old.profile}" to "{new.profile}"'
+        )
+    else:
+        old_message = f'replaced by session "{new.name}" (profile "{new.profile}") on target "{new.target}"'
+    old_fields = {"activeSince": group.holder_since, "replacedBy": new.name}
+    _leave(group, old, Phase.REPLACED, reason, old_message, fields=old_fields, replaced_reason=reason)
+    _activate(
+        group,
+        new,
+        Reason.REPLACED_PREVIOUS,
+        f'replaced session "{old.name}" (profile "{old.profile}") on target "{new.target}"',
+        replaces=old.name,
+    )
+
+
+def _retention(group: _Group, session: SessionView, outcome: _Outcome | None = None) -> None:
+    """Terminal sessions are archived after archiveAfter; archived ones deleted after deleteAfter."""
+    phase = outcome.phase.value if outcome else session.phase
+    fields = outcome.fields if outcome else session.status
+    if phase != Phase.ARCHIVED:
+        archive_after = group.archive_after(session)
+        ended = parse_time(fields.get("endedAt")) or group.now
+        if archive_after is None or not group.deadline(ended + archive_after):
+            return
+        previous = outcome or _previous_outcome(session)
+        new_fields = dict(previous.fields)
+        new_fields["archivedAt"] = group.stamp
+        new_fields.setdefault("endedAt", format_time(ended))
+        archived = _Outcome(
+            Phase.ARCHIVED,
+            Reason.RETENTION,
+            f"archived after {format_duration(archive_after)} in phase {phase} (spec.archiveAfter)",
+            new_fields,
+            replaced_reason=previous.replaced_reason,
+            archived_reason=Reason.RETENTION,
+        )
+        group.set(session, archived)
+        fields = new_fields
+    delete_after = group.delete_after(session)
+    archived_at = parse_time(fields.get("archivedAt")) or group.now
+    if delete_after is not None and group.deadline(archived_at + delete_after):
+        group.plan.delete.append(session)
+
+
+def _previous_outcome(session: SessionView) -> _Outcome:
+    """The outcome a decided session already shows (to archive it keeping its history)."""
+    status = session.status
+    keep = ("activeSince", "lastActivityTime", "holder", "replacedBy", "replaces", "endedAt")
+    replaced = None
+    for condition in status.get("conditions") or ():
+        if condition.get("type") == "Replaced" and condition.get("status") == "True":
+            try:
+                replaced = Reason(condition.get("reason"))
+            except ValueError:
+                replaced = Reason.REPLACED
+    return _Outcome(
+        Phase(session.phase or Phase.PENDING),
+        Reason.ARCHIVED,
+        "",
+        {k: status.get(k) for k in keep if status.get(k) is not None},
+        replaced_reason=replaced,
+    )
+
+
+def _queue_positions(group: _Group, queue: list[SessionView]) -> None:
+    """Exact positions for new entries and the head; the rest may lag (O(1) writes)."""
+    waiting = sorted(
+        (s for s in queue if group.phase_of(s) == Phase.QUEUED), key=lambda s: s.order_key
+    )
+    holder = group.holder
+    for position, session in enumerate(waiting, start=1):
+        outcome = group.outcomes.get(session.uid)
+        recorded = session.status.get("queuePosition")
+        recorded_holder = (session.status.get("holder") or {}).get("uid")
+        is_new = outcome is not None and outcome.transition
+        refresh = (position == 1 and (recorded != 1 or (holder and recorded_holder != holder.uid))) or (
+            recorded == 1 and position != 1
+        )
+        if not (is_new or refresh):
+            continue
+        holder_info = _holder_info(holder, group.holder_since) if holder is not None else None
+        if holder is not None:
+            message = (
+                f"waiting in the queue of {group.held_by()}; position {position}; "
+                "it becomes Active when the holder is released"
+            )
+        else:
+            message = f'waiting in the queue of target "{group.target}"; position {position}'
+        fields = {"holder": holder_info, "queuePosition": position}
+        group.set(session, _Outcome(Phase.QUEUED, Reason.QUEUED, message, fields, transition=is_new))
+
+
+def _claim_change(group: _Group, claim_holder: SessionView | None) -> None:
+    final = group.holder
+    claim = group.claim
+    if final is None:
+        if claim is not None:
+            group.plan.claim_change = ClaimChange("release", None, claim)
+        return
+    if claim is None:
+        group.plan.claim_change = ClaimChange("create", final, None)
+    elif claim_holder is not final:
+        group.plan.claim_change = ClaimChange("transfer", final, claim)
+    elif final.phase != Phase.ACTIVE or not final.decided:
+        # Becomes Active (again) while already named in the claim: a conditional write to
+        # the claim first, so that a concurrent transfer and this activation cannot both win.
+        outcome = group.outcomes.get(final.uid)
+        if outcome is not None and outcome.transition:
+            group.plan.claim_change = ClaimChange("confirm", final, claim)
+
+
+def _finalizers(group: _Group) -> None:
+    """A finalizer only on sessions that hold or wait for the claim."""
+    plan = group.plan
+    deleting_ids = {s.uid for s in plan.delete}
+    for session in group.sessions:
+        phase = group.phase_of(session)
+        needs = (
+            not session.deleting
+            and session.uid not in deleting_ids
+            and phase in (Phase.ACTIVE, Phase.QUEUED)
+        )
+        if needs and not session.has_finalizer:
+            plan.add_finalizer.append(session)
+        elif not needs and session.has_finalizer:
+            plan.remove_finalizer.append(session)
+
+
+def _render(group: _Group) -> None:
+    """Turn outcomes into full status documents and order the writes."""
+    for session in group.sessions:
+        outcome = group.outcomes.get(session.uid)
+        if outcome is None:
+            continue
+        status = _status(group, session, outcome)
+        if _same_status(session.status, status):
+            continue
+        transition = None
+        if outcome.transition:
+            event = _EVENTS.get((outcome.phase, outcome.reason))
+            transition = Transition(
+                outcome=outcome.reason.value,
+                event_reason=event[0] if event else None,
+                event_type=event[1] if event else "Normal",
+                message=outcome.message,
+                first_decision=not session.phase or session.phase == Phase.PENDING,
+            )
+        was_active = session.phase == Phase.ACTIVE
+        is_active = outcome.phase is Phase.ACTIVE
+        kind: Literal["demote", "activate", "other"]
+        if was_active and not is_active:
+            kind = "demote"
+        elif is_active and (not was_active or outcome.transition):
+            kind = "activate"
+        else:
+            kind = "other"
+        group.plan.writes.append(StatusWrite(session, status, transition, kind))
+    order = {"demote": 0, "activate": 1, "other": 2}
+    group.plan.writes.sort(key=lambda w: order[w.kind])
+
+
+def _status(group: _Group, session: SessionView, outcome: _Outcome) -> dict[str, Any]:
+    status: dict[str, Any] = {
+        "phase": outcome.phase.value,
+        "observedGeneration": session.generation,
+        "conditions": build_conditions(
+            phase=outcome.phase,
+            reason=outcome.reason,
+            message=outcome.message,
+            generation=session.generation,
+            now=group.now,
+            previous=session.status.get("conditions") or (),
+            replaced_reason=outcome.replaced_reason,
+            archived_reason=outcome.archived_reason,
+        ),
+    }
+    for key, value in outcome.fields.items():
+        if value is not None:
+            status[key] = value
+    if not outcome.transition:
+        # A refresh keeps timestamps the session already shows.
+        for key in ("endedAt", "archivedAt"):
+            if key in session.status and key in status:
+                status[key] = session.status[key]
+    return status
+
+
+def _same_status(current: dict[str, Any], desired: dict[str, Any]) -> bool:
+    keys = set(current) | set(desired)
+    return all(current.get(k) == desired.get(k) for k in keys)
+
+
+def status_patch(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    """The merge patch that turns ``current`` into ``desired`` (removed keys become null)."""
+    patch: dict[str, Any] = {}
+    for key in set(current) | set(desired):
+        if key not in desired:
+            patch[key] = None
+        elif current.get(key) != desired[key]:
+            patch[key] = desired[key]
+    return patch

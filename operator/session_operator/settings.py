@@ -1,0 +1,122 @@
+"""Operator settings: one model, filled from flags and ``SESSION_OPERATOR_*`` variables.
+
+Flags win over environment variables, which win over the defaults below. Every field
+is documented here once; ``session-operator run --help`` is generated from these
+descriptions so the two never drift apart.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .model import InvalidSpecError, parse_duration
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SESSION_OPERATOR_", extra="ignore")
+
+    namespaces: list[str] = Field(
+        default_factory=list,
+        description="Namespaces to watch (repeatable; env: comma-separated). Empty means all namespaces.",
+    )
+    leader_elect: bool = Field(
+        default=True,
+        description="Take part in leader election; only the leader reconciles.",
+    )
+    leader_election_namespace: str = Field(
+        default="",
+        description="Namespace of the leader Lease (default: the pod's namespace, else 'default').",
+    )
+    leader_election_lease_name: str = Field(
+        default="session-operator-leader",
+        description="Name of the leader-election Lease.",
+    )
+    lease_duration: float = Field(
+        default=15.0, gt=0, description="Seconds a leader Lease is valid without renewal."
+    )
+    renew_deadline: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds the leader keeps trying to renew before it stops acting (< lease duration).",
+    )
+    retry_period: float = Field(
+        default=2.0, gt=0, description="Seconds between leader-election attempts and renewals."
+    )
+    identity: str = Field(
+        default="",
+        description="This replica's identity in the leader Lease (default: hostname and process id).",
+    )
+    metrics_port: int = Field(default=8080, ge=0, le=65535, description="Port of /metrics (0: pick one).")
+    health_port: int = Field(
+        default=8081, ge=0, le=65535, description="Port of /healthz and /readyz (0: pick one)."
+    )
+    bind_address: str = Field(default="0.0.0.0", description="Address the metrics and health servers bind.")
+    log_format: Literal["text", "json"] = Field(default="text", description="Log format: text or json.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Log level."
+    )
+    default_archive_after: str = Field(
+        default="168h",
+        description="archiveAfter for sessions that do not set it: time in a terminal phase before Archived.",
+    )
+    default_delete_after: str = Field(
+        default="",
+        description="deleteAfter for sessions that do not set it: time Archived before deletion "
+        "(empty: keep forever).",
+    )
+    workers: int = Field(
+        default=8, ge=1, le=256, description="Targets reconciled concurrently (one worker per target at a time)."
+    )
+    delete_batch_size: int = Field(
+        default=50, ge=1, le=10000, description="Retention deletions issued per sweep before yielding."
+    )
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split_namespaces(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("default_archive_after")
+    @classmethod
+    def _check_archive_after(cls, value: str) -> str:
+        _parse_setting_duration("default_archive_after", value)
+        return value
+
+    @field_validator("default_delete_after")
+    @classmethod
+    def _check_delete_after(cls, value: str) -> str:
+        if value:
+            _parse_setting_duration("default_delete_after", value)
+        return value
+
+    @field_validator("renew_deadline")
+    @classmethod
+    def _check_renew_deadline(cls, value: float, info: object) -> float:
+        data = getattr(info, "data", {}) or {}
+        lease = data.get("lease_duration")
+        if lease is not None and value >= lease:
+            raise ValueError("renew_deadline must be shorter than lease_duration")
+        return value
+
+    @property
+    def archive_after(self) -> timedelta:
+        return parse_duration(self.default_archive_after, "default_archive_after")
+
+    @property
+    def delete_after(self) -> timedelta | None:
+        if not self.default_delete_after:
+            return None
+        return parse_duration(self.default_delete_after, "default_delete_after")
+
+
+def _parse_setting_duration(name: str, value: str) -> timedelta:
+    try:
+        return parse_duration(value, name)
+    except InvalidSpecError as e:
+        raise ValueError(e.message) from e

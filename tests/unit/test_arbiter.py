@@ -1,0 +1,500 @@
+"""The arbiter's decisions, one rule at a time, and the exclusivity invariant as a property."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from session_operator.arbiter import Defaults, decide, status_patch
+from session_operator.model import Phase
+from support.simulator import T0, InvariantViolation, World
+
+
+def conditions(world: World, name: str) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in world.status(name)["conditions"]}
+
+
+# --- single sessions -------------------------------------------------------------------
+
+
+def test_first_session_acquires_free_target() -> None:
+    world = World()
+    world.create("alice-1", profile="gpt-4o")
+    plan = world.reconcile()
+    assert world.phase("alice-1") == "Active"
+    assert world.claim is not None and world.claim["spec"]["holderIdentity"] == "alice-1"
+    assert world.claim["metadata"]["annotations"]["session-operator.io/holder-uid"] == world.uid("alice-1")
+    assert conditions(world, "alice-1") == {
+        "Ready": ("True", "Acquired"),
+        "Conflicted": ("False", "Active"),
+        "Replaced": ("False", "Active"),
+        "Archived": ("False", "Active"),
+        "Reconciling": ("False", "Active"),
+        "Stalled": ("False", "Active"),
+    }
+    status = world.status("alice-1")
+    assert status["observedGeneration"] == 1
+    assert status["activeSince"] == "2026-11-21T10:00:00Z"
+    assert status["lastActivityTime"] == "2026-11-21T10:00:00Z"
+    assert "idleDeadline" not in status
+    # The first plan posted an Activated event and asked for the finalizer.
+    first = world.plans[0]
+    assert [w.transition.event_reason for w in first.writes if w.transition] == ["Activated"]
+    assert [s.name for s in first.add_finalizer] == ["alice-1"]
+    assert plan is not None
+
+
+def test_no_write_when_nothing_changed() -> None:
+    world = World()
+    world.create("alice-1")
+    world.reconcile()
+    plan = decide(world.views(), world.claim_view(), world.now + timedelta(seconds=5))
+    assert plan.empty
+
+
+def test_every_condition_present_and_transition_time_kept() -> None:
+    world = World()
+    world.create("alice-1")
+    world.create("bob-1", onConflict="Queue")
+    world.reconcile()
+    before = {c["type"]: c["lastTransitionTime"] for c in world.status("bob-1")["conditions"]}
+    world.advance(60)
+    world.set_spec("alice-1", state="Completed")
+    world.reconcile()
+    after = {c["type"]: c for c in world.status("bob-1")["conditions"]}
+    # Ready flipped False -> True: new time; Archived stayed False: old time.
+    assert after["Ready"]["lastTransitionTime"] == "2026-11-21T10:01:00Z"
+    assert after["Archived"]["lastTransitionTime"] == before["Archived"]
+    assert set(after) == {"Ready", "Conflicted", "Replaced", "Archived", "Reconciling", "Stalled"}
+
+
+# --- policies --------------------------------------------------------------------------
+
+
+def test_reject_names_the_holder() -> None:
+    world = World()
+    world.create("alice-1", profile="gpt-4o")
+    world.reconcile()
+    world.advance(5)
+    world.create("bob-1", profile="gpt-5")
+    world.reconcile()
+    assert world.phase("bob-1") == "Rejected"
+    ready = world.condition("bob-1", "Ready")
+    assert ready["reason"] == "TargetBusy"
+    assert ready["message"] == (
+        'target "repo/payments" is held by session "alice-1" (profile "gpt-4o", active since '
+        '2026-11-21T10:00:00Z); archive it, or set spec.onConflict to Queue or Replace'
+    )
+    assert conditions(world, "bob-1")["Conflicted"] == ("True", "TargetBusy")
+    assert conditions(world, "bob-1")["Stalled"] == ("True", "TargetBusy")
+    assert world.status("bob-1")["holder"] == {
+        "name": "alice-1",
+        "uid": world.uid("alice-1"),
+        "profile": "gpt-4o",
+        "activeSince": "2026-11-21T10:00:00Z",
+    }
+    assert world.status("bob-1")["endedAt"] == "2026-11-21T10:00:05Z"
+    assert world.view("bob-1").has_finalizer is False
+
+
+def test_queue_then_promotion_in_priority_age_name_order() -> None:
+    world = World()
+    world.create("holder")
+    world.reconcile()
+    world.advance(1)
+    world.create("low-old", onConflict="Queue", priority=0)
+    world.advance(1)
+    world.create("high-new", onConflict="Queue", priority=5)
+    world.create("b-same", onConflict="Queue", priority=1)
+    world.create("a-same", onConflict="Queue", priority=1)
+    world.reconcile()
+    assert {n: world.phase(n) for n in ("low-old", "high-new", "b-same", "a-same")} == dict.fromkeys(
+        ("low-old", "high-new", "b-same", "a-same"), "Queued"
+    )
+    assert world.status("high-new")["queuePosition"] == 1
+    assert conditions(world, "high-new")["Reconciling"] == ("True", "Queued")
+    order = []
+    current = "holder"
+    for _ in range(4):
+        world.set_spec(current, state="Completed")
+        world.reconcile()
+        active = [n for n in ("low-old", "high-new", "b-same", "a-same") if world.phase(n) == "Active"]
+        assert len(active) == 1
+        order.append(active[0])
+        assert world.condition(active[0], "Ready")["reason"] == "Promoted"
+        current = active[0]
+    assert order == ["high-new", "a-same", "b-same", "low-old"]
+
+
+def test_promotion_costs_constant_writes_and_head_position_is_exact() -> None:
+    world = World()
+    world.create("holder")
+    world.reconcile()
+    for i in range(30):
+        world.advance(1)
+        world.create(f"q{i:02d}", onConflict="Queue")
+    world.reconcile()
+    assert [world.status(f"q{i:02d}")["queuePosition"] for i in range(30)] == list(range(1, 31))
+    world.set_spec("holder", state="Completed")
+    plan = decide(world.views(), world.claim_view(), world.now)
+    # holder leaves, q00 promoted, q01 becomes head: three status writes, whatever the queue length.
+    assert len(plan.writes) == 3
+    world.apply(plan)
+    assert world.phase("q00") == "Active"
+    assert world.status("q01")["queuePosition"] == 1
+    assert world.status("q01")["holder"]["name"] == "q00"
+    assert world.status("q02")["queuePosition"] == 3  # lags, by design
+
+
+def test_replace_moves_claim_and_marks_both() -> None:
+    world = World()
+    world.create("alice-1", profile="gpt-4o")
+    world.reconcile()
+    world.advance(10)
+    world.create("bob-1", profile="gpt-5", onConflict="Replace")
+    plan = decide(world.views(), world.claim_view(), world.now)
+    kinds = [(w.session.name, w.kind) for w in plan.writes]
+    assert kinds == [("alice-1", "demote"), ("bob-1", "activate")]
+    assert plan.claim_change is not None and plan.claim_change.op == "transfer"
+    world.apply(plan)
+    assert world.phase("alice-1") == "Replaced"
+    assert world.status("alice-1")["replacedBy"] == "bob-1"
+    assert conditions(world, "alice-1")["Replaced"] == ("True", "Replaced")
+    assert world.phase("bob-1") == "Active"
+    assert world.status("bob-1")["replaces"] == "alice-1"
+    assert conditions(world, "bob-1")["Ready"] == ("True", "ReplacedPrevious")
+    assert world.claim is not None and world.claim["spec"]["leaseTransitions"] == 1
+    events = sorted(w.transition.event_reason for w in plan.writes if w.transition)
+    assert events == ["Replaced", "Replaced"]
+
+
+@pytest.mark.parametrize(
+    ("holder_profile", "new_profile", "expected_new", "expected_reason"),
+    [
+        ("gpt-4o", "gpt-4o", "Rejected", "DuplicateProfile"),
+        ("gpt-4o", "gpt-5", "Active", "ReplacedPrevious"),
+    ],
+)
+def test_replace_if_profile_changed(holder_profile, new_profile, expected_new, expected_reason) -> None:
+    world = World()
+    world.create("alice-1", profile=holder_profile)
+    world.reconcile()
+    world.create("bob-1", profile=new_profile, onConflict="ReplaceIfProfileChanged")
+    world.reconcile()
+    assert world.phase("bob-1") == expected_new
+    assert world.condition("bob-1", "Ready")["reason"] == expected_reason
+    if expected_new == "Active":
+        assert world.phase("alice-1") == "Replaced"
+        assert conditions(world, "alice-1")["Replaced"] == ("True", "ProfileChanged")
+        assert "profile changed" in world.condition("alice-1", "Ready")["message"]
+    else:
+        assert world.phase("alice-1") == "Active"
+        assert conditions(world, "bob-1")["Conflicted"] == ("True", "DuplicateProfile")
+
+
+def test_burst_applied_in_order_chain_of_replace_leaves_last_active() -> None:
+    world = World()
+    for name in ("r1", "r2", "r3"):
+        world.create(name, onConflict="Replace")
+    world.reconcile()
+    assert [world.phase(n) for n in ("r1", "r2", "r3")] == ["Replaced", "Replaced", "Active"]
+    assert world.status("r1")["replacedBy"] == "r2"
+    assert world.status("r2")["replacedBy"] == "r3"
+
+
+def test_burst_first_in_order_takes_free_target() -> None:
+    world = World()
+    world.create("zeta", onConflict="Reject")
+    world.create("alpha", onConflict="Reject")
+    world.create("mid", onConflict="Queue")
+    world.create("vip", onConflict="Reject", priority=10)
+    world.reconcile()
+    assert world.phase("vip") == "Active"
+    assert [world.phase(n) for n in ("alpha", "mid", "zeta")] == ["Rejected", "Queued", "Rejected"]
+
+
+# --- release, re-evaluation, deletion --------------------------------------------------
+
+
+@pytest.mark.parametrize(("state", "phase"), [("Inactive", "Inactive"), ("Completed", "Completed"),
+                                              ("Archived", "Archived")])
+def test_holder_leaving_releases_and_promotes(state: str, phase: str) -> None:
+    world = World()
+    world.create("holder")
+    world.reconcile()
+    world.create("next", onConflict="Queue")
+    world.reconcile()
+    world.set_spec("holder", state=state)
+    world.reconcile()
+    assert world.phase("holder") == phase
+    assert world.phase("next") == "Active"
+    assert world.condition("next", "Ready")["message"] == (
+        'promoted from the queue of target "repo/payments" after "holder" released it'
+    )
+    assert world.claim is not None and world.claim["spec"]["holderIdentity"] == "next"
+    if phase == "Archived":
+        assert conditions(world, "holder")["Archived"] == ("True", "Requested")
+        assert world.status("holder")["archivedAt"]
+
+
+def test_release_without_queue_deletes_claim() -> None:
+    world = World()
+    world.create("holder")
+    world.reconcile()
+    world.set_spec("holder", state="Inactive")
+    world.reconcile()
+    assert world.claim is None
+    assert world.view("holder").has_finalizer is False
+
+
+def test_inactive_back_to_active_reevaluated_under_policy() -> None:
+    world = World()
+    world.create("a")
+    world.reconcile()
+    world.set_spec("a", state="Inactive")
+    world.create("b")
+    world.reconcile()
+    assert world.phase("b") == "Active"
+    world.set_spec("a", state="Active", onConflict="Queue")
+    world.reconcile()
+    assert world.phase("a") == "Queued"
+
+
+def test_terminal_sticks_until_spec_changes() -> None:
+    world = World()
+    world.create("a")
+    world.create("b")
+    world.reconcile()
+    assert world.phase("b") == "Rejected"
+    world.set_spec("a", state="Completed")
+    world.reconcile()
+    assert world.phase("b") == "Rejected"  # sticks, though the target is free now
+    world.set_spec("b", profile="again")
+    world.reconcile()
+    assert world.phase("b") == "Active"
+
+
+def test_deleted_holder_releases_and_promotes_and_finalizer_removed() -> None:
+    world = World()
+    world.create("holder")
+    world.reconcile()
+    world.create("next", onConflict="Queue")
+    world.reconcile()
+    assert world.view("holder").has_finalizer and world.view("next").has_finalizer
+    world.delete("holder")
+    world.reconcile()
+    assert "holder" not in [b["metadata"]["name"] for b in world.bodies.values()]
+    assert world.phase("next") == "Active"
+
+
+def test_claim_of_a_vanished_holder_is_released() -> None:
+    world = World()
+    world.create("holder")
+    world.reconcile()
+    del world.bodies[world.uid("holder")]  # gone without our finalizer (e.g. force-removed)
+    world.reconcile()
+    assert world.claim is None
+
+
+def test_claim_written_but_status_not_yet_is_confirmed_not_duplicated() -> None:
+    world = World()
+    world.create("a")
+    world.create("b", onConflict="Queue")
+    plan = decide(world.views(), world.claim_view(), world.now)
+    world._apply_claim(plan)  # crash right after the claim write
+    world.reconcile()
+    assert world.phase("a") == "Active" and world.phase("b") == "Queued"
+    assert world.claim is not None and world.claim["spec"]["leaseTransitions"] == 0
+
+
+def test_holder_spec_change_keeps_target_without_event() -> None:
+    world = World()
+    world.create("a", profile="x")
+    world.reconcile()
+    world.set_spec("a", profile="y")
+    plan = decide(world.views(), world.claim_view(), world.now)
+    assert plan.claim_change is None
+    assert [(w.session.name, w.transition) for w in plan.writes] == [("a", None)]
+    world.apply(plan)
+    assert world.status("a")["observedGeneration"] == 2
+
+
+def test_invalid_spec_names_the_field_and_others_still_decided() -> None:
+    world = World()
+    world.create("bad", idleTimeout="9999999999h")
+    world.create("good")
+    world.reconcile()
+    assert world.phase("bad") == "Invalid"
+    message = world.condition("bad", "Ready")["message"]
+    assert message.startswith('spec.idleTimeout: duration "9999999999h" is out of range')
+    assert conditions(world, "bad")["Stalled"] == ("True", "InvalidSpec")
+    assert world.phase("good") == "Active"
+
+
+def test_namespaces_are_separate_worlds() -> None:
+    # The arbiter sees one group; isolation comes from grouping by (namespace, target).
+    a, b = World(), World()
+    a.create("x")
+    b.create("x")
+    a.reconcile()
+    b.reconcile()
+    assert a.phase("x") == b.phase("x") == "Active"
+
+
+# --- lifecycle -------------------------------------------------------------------------
+
+
+def test_idle_timeout_abandons_and_activity_extends() -> None:
+    world = World()
+    world.create("a", idleTimeout="60s")
+    world.create("q", onConflict="Queue")
+    world.reconcile()
+    assert world.status("a")["idleDeadline"] == "2026-11-21T10:01:00Z"
+    plan = decide(world.views(), world.claim_view(), world.now)
+    assert plan.next_due == T0 + timedelta(seconds=60)
+    world.advance(40)
+    world.annotate_activity("a", world.now)
+    world.reconcile()
+    assert world.status("a")["idleDeadline"] == "2026-11-21T10:01:40Z"
+    # Activity never moves backwards, and the future counts as now.
+    world.annotate_activity("a", T0)
+    world.reconcile()
+    assert world.status("a")["idleDeadline"] == "2026-11-21T10:01:40Z"
+    world.annotate_activity("a", world.now + timedelta(hours=5))
+    world.reconcile()
+    assert world.status("a")["lastActivityTime"] == "2026-11-21T10:00:40Z"
+    world.advance(59)
+    world.reconcile()
+    assert world.phase("a") == "Active"
+    world.advance(1)
+    world.reconcile()
+    assert world.phase("a") == "Abandoned"
+    assert world.condition("a", "Ready")["reason"] == "IdleTimeout"
+    assert world.phase("q") == "Active"
+
+
+def test_max_duration_abandons_whatever_the_activity() -> None:
+    world = World()
+    world.create("a", maxDuration="2m", idleTimeout="1m")
+    world.reconcile()
+    for _ in range(4):
+        world.advance(30)
+        world.annotate_activity("a", world.now)
+        world.reconcile()
+    assert world.phase("a") == "Abandoned"
+    assert world.condition("a", "Ready")["reason"] == "MaxDurationExceeded"
+    assert world.status("a")["endedAt"] == "2026-11-21T10:02:00Z"
+
+
+def test_archive_after_and_delete_after() -> None:
+    world = World(defaults=Defaults(archive_after=timedelta(hours=1), delete_after=None))
+    world.create("a", archiveAfter="30s", deleteAfter="10s")
+    world.create("b")
+    world.reconcile()
+    assert world.phase("b") == "Rejected"
+    world.set_spec("a", state="Completed")
+    world.reconcile()
+    assert world.phase("a") == "Completed"
+    world.advance(30)
+    world.reconcile()
+    assert world.phase("a") == "Archived"
+    assert world.condition("a", "Archived")["reason"] == "Retention"
+    assert world.status("a")["endedAt"] == "2026-11-21T10:00:00Z"
+    world.advance(10)
+    world.reconcile()
+    assert "a" not in [b["metadata"]["name"] for b in world.bodies.values()]
+    # b uses the operator default (1h), and never gets deleted (no deleteAfter).
+    plan = decide(world.views(), world.claim_view(), world.now, world.defaults)
+    assert plan.next_due == T0 + timedelta(hours=1)
+    world.advance(3600)
+    world.reconcile()
+    assert world.phase("b") == "Archived"
+
+
+def test_archive_after_zero_archives_at_once_and_keeps_replaced_history() -> None:
+    world = World()
+    world.create("a", archiveAfter="0s")
+    world.reconcile()
+    world.create("b", onConflict="Replace")
+    world.reconcile()
+    assert world.phase("a") == "Archived"
+    assert conditions(world, "a")["Replaced"] == ("True", "Replaced")
+    assert conditions(world, "a")["Archived"] == ("True", "Retention")
+    assert world.status("a")["replacedBy"] == "b"
+
+
+def test_status_patch_nulls_removed_fields() -> None:
+    assert status_patch({"a": 1, "b": 2}, {"a": 1, "c": 3}) == {"b": None, "c": 3}
+
+
+# --- the invariant, as a property over random histories ------------------------------
+
+NAMES = [f"s{i}" for i in range(6)]
+POLICIES = ["Reject", "Queue", "Replace", "ReplaceIfProfileChanged"]
+action = st.one_of(
+    st.tuples(
+        st.just("create"),
+        st.sampled_from(NAMES),
+        st.sampled_from(POLICIES),
+        st.integers(-2, 2),
+        st.sampled_from(["p1", "p2"]),
+    ),
+    st.tuples(st.just("state"), st.sampled_from(NAMES), st.sampled_from(["Active", "Inactive", "Completed",
+                                                                           "Archived"])),
+    st.tuples(st.just("policy"), st.sampled_from(NAMES), st.sampled_from(POLICIES)),
+    st.tuples(st.just("delete"), st.sampled_from(NAMES)),
+    st.tuples(st.just("advance"), st.integers(0, 120)),
+    st.tuples(st.just("activity"), st.sampled_from(NAMES)),
+    st.tuples(st.just("reconcile"), st.booleans()),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(action, min_size=1, max_size=40))
+def test_never_two_active_and_active_iff_holding(actions) -> None:
+    world = World(defaults=Defaults(archive_after=timedelta(seconds=90), delete_after=timedelta(seconds=60)))
+    present: set[str] = set()
+    for step in actions:
+        kind = step[0]
+        name = step[1] if len(step) > 1 and isinstance(step[1], str) else None
+        live = name in present and any(b["metadata"]["name"] == name for b in world.bodies.values())
+        if kind == "create" and not live:
+            _, n, policy, priority, profile = step
+            world.create(n, onConflict=policy, priority=priority, profile=profile, idleTimeout="60s",
+                         maxDuration="200s")
+            present.add(n)
+        elif kind == "state" and live:
+            world.set_spec(name, state=step[2])
+        elif kind == "policy" and live:
+            world.set_spec(name, onConflict=step[2])
+        elif kind == "delete" and live:
+            world.delete(name)
+        elif kind == "activity" and live:
+            world.annotate_activity(name, world.now)
+        elif kind == "advance":
+            world.advance(step[1])
+        elif kind == "reconcile":
+            # A partial reconcile (one plan) models a crash before the next round.
+            if step[1]:
+                world.reconcile()
+            else:
+                world.apply(decide(world.views(), world.claim_view(), world.now, world.defaults))
+        present = {b["metadata"]["name"] for b in world.bodies.values()}
+    try:
+        world.reconcile(rounds=8)
+    except InvariantViolation:
+        raise
+    # Converged: Active exactly when holding the claim.
+    active = [v for v in world.views() if v.phase == Phase.ACTIVE]
+    claim = world.claim_view()
+    if claim is not None and claim.holder:
+        assert [v.name for v in active] == [claim.holder]
+    else:
+        assert active == []
+    # Nobody waits in a queue while the target is free.
+    queued = [v for v in world.views() if v.phase == Phase.QUEUED and not v.deleting]
+    if queued:
+        assert active, "a queue with nobody holding the target"
