@@ -602,8 +602,8 @@ def _queue_positions(group: _Group, queue: list[SessionView]) -> None:
         holder_info = _holder_info(holder, group.holder_since) if holder is not None else None
         if holder is not None:
             message = (
-                f"waiting in the queue of {group.held_by()}; position {position}; "
-                "it becomes Active when the holder is released"
+                f"{group.held_by()}; waiting at position {position} of its queue, "
+                "to become Active when the holder is released"
             )
         else:
             message = f'waiting in the queue of target "{group.target}"; position {position}'

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -55,17 +56,16 @@ class NotFound(ApiError):
     """404: the object (or its namespace) does not exist."""
 
 
-def _error_from(e: ApiException) -> ApiError:
-    status = int(getattr(e, "status", 0) or 0)
-    reason, message = str(getattr(e, "reason", "") or ""), ""
-    body = getattr(e, "body", None)
+def _error_from(status: int, reason: str, body: str | bytes | None) -> ApiError:
+    """Map an API failure (a Status body, usually) to the exception the operator acts on."""
+    message = ""
     if body:
         try:
             parsed = json.loads(body)
             reason = parsed.get("reason") or reason
             message = parsed.get("message") or ""
         except (ValueError, AttributeError):
-            message = str(body)[:500]
+            message = (body.decode(errors="replace") if isinstance(body, bytes) else str(body))[:500]
     if status == 409:
         return Conflict(status, reason, message)
     if status == 404:
@@ -95,6 +95,26 @@ class Kube:
     async def close(self) -> None:
         await self._api.close()
 
+    async def credentials(self) -> dict[str, Any]:
+        """Server and credentials as loaded here, so kopf logs in exactly as we do."""
+        config = self._api.configuration
+        hook = getattr(config, "refresh_api_key_hook", None)
+        if hook is not None:
+            result = hook(config)
+            if hasattr(result, "__await__"):
+                await result
+        token = (config.api_key or {}).get("authorization") or (config.api_key or {}).get("BearerToken")
+        if token and token.lower().startswith("bearer "):
+            token = token[7:]
+        return {
+            "server": config.host,
+            "ca_path": config.ssl_ca_cert,
+            "insecure": not config.verify_ssl,
+            "token": token or None,
+            "certificate_path": config.cert_file,
+            "private_key_path": config.key_file,
+        }
+
     async def request(
         self,
         method: str,
@@ -106,6 +126,8 @@ class Kube:
     ) -> dict[str, Any]:
         headers = {"Accept": "application/json", "Content-Type": content_type}
         try:
+            # _preload_content=False hands back the raw response: the generated client would
+            # otherwise try to deserialise into models (and drops the body without a type).
             response = await self._api.call_api(
                 path,
                 method,
@@ -113,15 +135,22 @@ class Kube:
                 header_params=headers,
                 body=body,
                 auth_settings=["BearerToken"],
-                _preload_content=True,
+                _preload_content=False,
                 _request_timeout=REQUEST_TIMEOUT,
             )
+            try:
+                data = await response.read()
+                status = response.status
+            finally:
+                response.release()
         except ApiException as e:
-            raise _error_from(e) from e
-        except (TimeoutError, OSError) as e:
+            raise _error_from(int(e.status or 0), str(e.reason or ""), e.body) from e
+        except (TimeoutError, OSError, aiohttp.ClientError) as e:
             raise ApiError(0, "ConnectionError", str(e) or type(e).__name__) from e
-        data = getattr(response, "data", b"")
-        return json.loads(data) if data else {}
+        if status >= 400:
+            raise _error_from(status, str(status), data)
+        parsed: dict[str, Any] = json.loads(data) if data else {}
+        return parsed
 
     # Sessions ---------------------------------------------------------------------------
 

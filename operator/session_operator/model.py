@@ -246,9 +246,13 @@ class SessionView:
     spec: Spec | None
     spec_error: str | None
     deleting: bool
-    has_finalizer: bool
+    finalizers: tuple[str, ...]
     status: dict[str, Any] = field(default_factory=dict, hash=False, compare=True)
     last_activity: datetime | None = None
+
+    @property
+    def has_finalizer(self) -> bool:
+        return FINALIZER in self.finalizers
 
     @property
     def phase(self) -> str | None:
@@ -294,7 +298,7 @@ class SessionView:
             spec=spec,
             spec_error=spec_error,
             deleting=bool(metadata.get("deletionTimestamp")),
-            has_finalizer=FINALIZER in (metadata.get("finalizers") or ()),
+            finalizers=tuple(metadata.get("finalizers") or ()),
             status=dict(body.get("status") or {}),
             last_activity=(
                 activity.observe(metadata.get("uid") or "", annotations.get(ACTIVITY_ANNOTATION), now)

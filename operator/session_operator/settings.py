@@ -8,10 +8,10 @@ descriptions so the two never drift apart.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .model import InvalidSpecError, parse_duration
 
@@ -19,7 +19,8 @@ from .model import InvalidSpecError, parse_duration
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SESSION_OPERATOR_", extra="ignore")
 
-    namespaces: list[str] = Field(
+    # NoDecode: SESSION_OPERATOR_NAMESPACES=a,b is split below, not parsed as JSON.
+    namespaces: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Namespaces to watch (repeatable; env: comma-separated). Empty means all namespaces.",
     )
