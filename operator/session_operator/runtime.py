@@ -128,7 +128,12 @@ async def serve(settings: Settings, kube: Kube, *, stop: asyncio.Event) -> None:
             await asyncio.wait({operator_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
         if operator_task.done() and not stop.is_set():
             exc = operator_task.exception()
-            raise RuntimeError(f"kopf stopped unexpectedly: {exc!r}") from exc
+            if exc is not None:
+                raise RuntimeError(f"kopf stopped unexpectedly: {exc!r}") from exc
+            # kopf installs its own SIGTERM/SIGINT handlers (replacing the caller's) and
+            # ends cleanly on them: pass the request on, so the caller shuts down in order.
+            log.info("Received a stop signal")
+            stop.set()
     finally:
         _ready = False
         # Stop acting first (no new writes), then let kopf close its watches.

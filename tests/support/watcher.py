@@ -98,6 +98,13 @@ class InvariantWatcher:
         rv = int(meta["resourceVersion"])
         self.seen.claim_versions[(meta["namespace"], meta["name"])].append((rv, holder, uid))
 
+    def first_seen(self, name: str, phase: str) -> int | None:
+        """The resourceVersion at which ``name`` was first seen in ``phase``."""
+        for rv, _, _, uid, seen_phase, deleted in sorted(self.seen.session_versions):
+            if self.names.get(uid) == name and seen_phase == phase and not deleted:
+                return rv
+        return None
+
     def check(self) -> None:
         """Raise if rule 1 was broken at any moment seen: while a session shows Active
         (from that version until its next one), every claim version must name it."""

@@ -1,0 +1,71 @@
+"""Integration fixtures: the Session CRD installed once, and the real operator process."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from session_operator.kube import Conflict, Kube, NotFound
+from support.operator_process import OperatorProcess
+
+CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "sessions.session-operator.io.yaml"
+
+
+async def _install_crd(kubeconfig: Path) -> None:
+    kube = await Kube.connect(str(kubeconfig))
+    try:
+        crd = yaml.safe_load(CRD_PATH.read_text())
+        path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+        try:
+            await kube.request("POST", path, body=crd)
+        except Conflict:
+            current = await kube.request("GET", f"{path}/{crd['metadata']['name']}")
+            crd["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            await kube.request("PUT", f"{path}/{crd['metadata']['name']}", body=crd)
+        for _ in range(200):
+            try:
+                await kube.request("GET", "/apis/session-operator.io/v1alpha1/sessions", query={"limit": "1"})
+                return
+            except NotFound:
+                await asyncio.sleep(0.05)
+        raise RuntimeError("the Session CRD was not served in time")
+    finally:
+        await kube.close()
+
+
+@pytest.fixture(scope="session")
+def session_crd(cluster: Any) -> Path:
+    asyncio.run(_install_crd(cluster.kubeconfig))
+    return CRD_PATH
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Any, session_crd: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    """One operator for the tests that only need one running (each test has its own namespace)."""
+    process = OperatorProcess(cluster.kubeconfig, tmp_path_factory.mktemp("operator"), name="shared")
+    process.start()
+    yield process
+    code = process.stop()
+    assert code == 0, f"the operator exited with {code}:\n{process.logs()[-3000:]}"
+
+
+@pytest.fixture
+def operator_factory(
+    cluster: Any, session_crd: Path, tmp_path: Path
+) -> Iterator[Any]:
+    """Operators of a test's own (to kill, restart, or run two at once)."""
+    started: list[OperatorProcess] = []
+
+    def make(name: str = "own", **kwargs: Any) -> OperatorProcess:
+        process = OperatorProcess(cluster.kubeconfig, tmp_path, name=name, **kwargs)
+        started.append(process)
+        return process
+
+    yield make
+    for process in started:
+        process.stop()
