@@ -86,7 +86,7 @@ def test_reject_names_the_holder() -> None:
     assert ready["reason"] == "TargetBusy"
     assert ready["message"] == (
         'target "repo/payments" is held by session "alice-1" (profile "gpt-4o", active since '
-        '2026-11-21T10:00:00Z); archive it, or set spec.onConflict to Queue or Replace'
+        "2026-11-21T10:00:00Z); archive it, or set spec.onConflict to Queue or Replace"
     )
     assert conditions(world, "bob-1")["Conflicted"] == ("True", "TargetBusy")
     assert conditions(world, "bob-1")["Stalled"] == ("True", "TargetBusy")
@@ -219,8 +219,9 @@ def test_burst_first_in_order_takes_free_target() -> None:
 # --- release, re-evaluation, deletion --------------------------------------------------
 
 
-@pytest.mark.parametrize(("state", "phase"), [("Inactive", "Inactive"), ("Completed", "Completed"),
-                                              ("Archived", "Archived")])
+@pytest.mark.parametrize(
+    ("state", "phase"), [("Inactive", "Inactive"), ("Completed", "Completed"), ("Archived", "Archived")]
+)
 def test_holder_leaving_releases_and_promotes(state: str, phase: str) -> None:
     world = World()
     world.create("holder")
@@ -442,8 +443,9 @@ action = st.one_of(
         st.integers(-2, 2),
         st.sampled_from(["p1", "p2"]),
     ),
-    st.tuples(st.just("state"), st.sampled_from(NAMES), st.sampled_from(["Active", "Inactive", "Completed",
-                                                                           "Archived"])),
+    st.tuples(
+        st.just("state"), st.sampled_from(NAMES), st.sampled_from(["Active", "Inactive", "Completed", "Archived"])
+    ),
     st.tuples(st.just("policy"), st.sampled_from(NAMES), st.sampled_from(POLICIES)),
     st.tuples(st.just("delete"), st.sampled_from(NAMES)),
     st.tuples(st.just("advance"), st.integers(0, 120)),
@@ -463,8 +465,9 @@ def test_never_two_active_and_active_iff_holding(actions) -> None:
         live = name in present and any(b["metadata"]["name"] == name for b in world.bodies.values())
         if kind == "create" and not live:
             _, n, policy, priority, profile = step
-            world.create(n, onConflict=policy, priority=priority, profile=profile, idleTimeout="60s",
-                         maxDuration="200s")
+            world.create(
+                n, onConflict=policy, priority=priority, profile=profile, idleTimeout="60s", maxDuration="200s"
+            )
             present.add(n)
         elif kind == "state" and live:
             world.set_spec(name, state=step[2])
