@@ -83,14 +83,18 @@ class OperatorProcess:
         except OSError as e:
             return 0, str(e)
 
+    def ready(self) -> bool:
+        """Serving: ready, and leading (or running without leader election)."""
+        status, _ = self._get(self.health_port, "/readyz")
+        return status == 200 and "session_operator_leader 1.0" in self.metrics()
+
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Ready and leading: the session index is filled and reconciling has started."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"operator exited with {self.proc.returncode}:\n{self.logs()[-4000:]}")
-            status, _ = self._get(self.health_port, "/readyz")
-            if status == 200 and 'session_operator_leader 1.0' in self.metrics():
+            if self.ready():
                 return
             time.sleep(0.1)
         raise TimeoutError(f"operator not ready after {timeout}s:\n{self.logs()[-4000:]}")
