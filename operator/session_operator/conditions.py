@@ -65,8 +65,10 @@ def build_conditions(
     Replaced, or Archived after it); ``archived_reason`` when phase is Archived.
     """
     fallback = phase.value
+    # Ready says Archived; the Archived condition says why (Requested or Retention).
+    ready_reason = Reason.ARCHIVED if phase is Phase.ARCHIVED else reason
     wanted: list[tuple[str, bool, str, str]] = [
-        (READY, phase is Phase.ACTIVE, reason.value, message),
+        (READY, phase is Phase.ACTIVE, ready_reason.value, message),
         (
             CONFLICTED,
             phase in (Phase.QUEUED, Phase.REJECTED),

@@ -72,21 +72,21 @@ class Wiring:
             return kopf.ConnectionInfo(**await self._credentials())
 
         @kopf.index(GROUP, VERSION, PLURAL, id=INDEX_ID, registry=registry)
-        def sessions_by_target(namespace: str, body: kopf.Body, **_: Any) -> dict[TargetKey, SessionView]:
+        def sessions_by_target(
+            namespace: str | None, body: kopf.Body, **_: Any
+        ) -> dict[TargetKey, SessionView]:
             view = SessionView.from_body(body, self._activity)
-            return {(namespace, view.target): view}
+            return {(namespace or "", view.target): view}
 
         @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-        def session_event(
-            type: str | None, namespace: str, body: kopf.Body, sessions_by_target: Any, **_: Any
-        ) -> None:
-            self.index = sessions_by_target
+        def session_event(type: str, namespace: str | None, body: kopf.Body, **kwargs: Any) -> None:
+            self.index = kwargs[INDEX_ID]
             spec = body.get("spec") or {}
             target = spec.get("target") if isinstance(spec, dict) or hasattr(spec, "get") else None
             if type == "DELETED":
                 self._forget(body.get("metadata", {}).get("uid", ""))
             if isinstance(target, str):
-                self._enqueue((namespace, target))
+                self._enqueue((namespace or "", target))
 
         @kopf.on.event(
             "coordination.k8s.io",
@@ -95,8 +95,8 @@ class Wiring:
             labels={MANAGED_BY_LABEL: MANAGED_BY_VALUE},
             registry=registry,
         )
-        def claim_event(namespace: str, body: kopf.Body, sessions_by_target: Any, **_: Any) -> None:
-            self.index = sessions_by_target
+        def claim_event(namespace: str | None, body: kopf.Body, **kwargs: Any) -> None:
+            self.index = kwargs[INDEX_ID]
             target = (body.get("metadata", {}).get("annotations") or {}).get(TARGET_ANNOTATION)
             if isinstance(target, str) and target:
-                self._enqueue((namespace, target))
+                self._enqueue((namespace or "", target))

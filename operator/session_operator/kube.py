@@ -25,6 +25,9 @@ from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from . import model
+from .errors import ApiError, Conflict, NotFound
+
+__all__ = ["ApiError", "Conflict", "Kube", "NotFound"]
 
 log = logging.getLogger(__name__)
 
@@ -32,28 +35,6 @@ MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 # Bounded so that a hung connection never stalls a reconcile worker for long.
 REQUEST_TIMEOUT = 30.0
-
-
-class ApiError(Exception):
-    """Any failed API call; ``retryable`` says whether trying again later may help."""
-
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(f"{status} {reason}: {message}")
-        self.status = status
-        self.reason = reason
-        self.message = message
-
-    @property
-    def retryable(self) -> bool:
-        return self.status in (0, 408, 429, 500, 502, 503, 504)
-
-
-class Conflict(ApiError):
-    """409: a conditional write lost (stale resourceVersion) or a create found the object."""
-
-
-class NotFound(ApiError):
-    """404: the object (or its namespace) does not exist."""
 
 
 def _error_from(status: int, reason: str, body: str | bytes | None) -> ApiError:

@@ -101,7 +101,7 @@ async def serve(settings: Settings, kube: Kube, *, stop: asyncio.Event) -> None:
     ready_flag = asyncio.Event()
     kopf_stop = asyncio.Event()
     namespaces = list(settings.namespaces)
-    operator_task = asyncio.create_task(
+    operator_task: asyncio.Task[Any] = asyncio.create_task(
         kopf.operator(
             registry=wiring.registry,
             settings=kopf_settings(settings),
@@ -118,8 +118,8 @@ async def serve(settings: Settings, kube: Kube, *, stop: asyncio.Event) -> None:
         asyncio.create_task(sweep.run(), name="lifecycle-sweep"),
         asyncio.create_task(events.run(), name="event-poster"),
     ]
-    stop_task = asyncio.create_task(stop.wait(), name="stop")
-    ready_task = asyncio.create_task(ready_flag.wait(), name="kopf-ready")
+    stop_task: asyncio.Task[Any] = asyncio.create_task(stop.wait(), name="stop")
+    ready_task: asyncio.Task[Any] = asyncio.create_task(ready_flag.wait(), name="kopf-ready")
     try:
         done, _ = await asyncio.wait({operator_task, stop_task, ready_task}, return_when=asyncio.FIRST_COMPLETED)
         if ready_task in done and not stop.is_set():

@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     )
     identity: str = Field(
         default="",
-        description="This replica's identity in the leader Lease (default: hostname and process id).",
+        description="This replica's identity in the leader Lease (default: hostname, process id and a random suffix).",
     )
     metrics_port: int = Field(default=8080, ge=0, le=65535, description="Port of /metrics (0: pick one).")
     health_port: int = Field(

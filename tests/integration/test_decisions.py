@@ -42,7 +42,7 @@ async def test_fifty_concurrent_sessions_one_active_rest_per_policy(kube: Any, n
                            "priority": rng.randint(-1, 1)} for i in range(50)}
     async with InvariantWatcher(kube, namespace) as watcher:
         await asyncio.gather(*(s.create(kube, namespace, name, target, **spec) for name, spec in specs.items()))
-        items = await s.phases_when_settled(kube, namespace, list(specs), timeout=60)
+        items = await s.phases_when_settled(kube, namespace, list(specs), within=60)
         await asyncio.sleep(1)  # anything still moving would show up in the watcher
         items = await s.all_sessions(kube, namespace)
     watcher.check()
@@ -70,7 +70,7 @@ async def test_fifty_concurrent_sessions_one_active_rest_per_policy(kube: Any, n
 async def test_two_hundred_targets_all_active(kube: Any, namespace: str) -> None:
     names = [f"t{i:03d}" for i in range(200)]
     await asyncio.gather(*(s.create(kube, namespace, n, f"repo/{n}") for n in names))
-    items = await s.phases_when_settled(kube, namespace, names, timeout=120)
+    items = await s.phases_when_settled(kube, namespace, names, within=120)
     assert {s.phase(items[n]) for n in names} == {"Active"}
 
 
@@ -95,7 +95,7 @@ async def test_releasing_the_holder_promotes_queue_in_order(kube: Any, namespace
         async def promoted() -> bool:
             return s.phase(await s.get(kube, namespace, "high-a")) == "Active"
 
-        await s.eventually(promoted, timeout=10, what="high-a promoted")
+        await s.eventually(promoted, within=10, what="high-a promoted")
         items = await s.phases_when_settled(kube, namespace, ["high-a", "high-b", "low"])
     watcher.check()
     assert s.condition(items["high-a"], "Ready")["reason"] == "Promoted"

@@ -62,7 +62,8 @@ def mismatch(items: dict[str, dict[str, Any]], expect: list[str]) -> str | None:
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 async def test_example(kube: Any, namespace: str, path: Path) -> None:
-    for doc in yaml.safe_load_all(path.read_text()):
+    text = path.read_text()  # noqa: ASYNC240 - a small local file
+    for doc in yaml.safe_load_all(text):
         if doc:
             status, obj = await kube.request("POST", s.sessions_path(namespace), json=doc)
             assert status == 201, (status, obj)
@@ -74,4 +75,4 @@ async def test_example(kube: Any, namespace: str, path: Path) -> None:
         assert not problems, problems
         return True
 
-    await s.eventually(all_hold, timeout=30, what=f"the outcome promised by {path.name}")
+    await s.eventually(all_hold, within=30, what=f"the outcome promised by {path.name}")

@@ -26,7 +26,7 @@ async def test_sigkill_mid_burst_then_restart_converges(kube: Any, namespace: st
         operator.kill()
         await burst
         operator.start()
-        items = await s.phases_when_settled(kube, namespace, names, timeout=90)
+        items = await s.phases_when_settled(kube, namespace, names, within=90)
         await asyncio.sleep(1)
     watcher.check()
     for target in targets:
@@ -55,7 +55,7 @@ async def test_holder_deleted_while_down_is_released_and_queue_promoted(
     async def promoted() -> bool:
         return s.phase(await s.get(kube, namespace, "next")) == "Active"
 
-    await s.eventually(promoted, timeout=20, what="queue head promoted after restart")
+    await s.eventually(promoted, within=20, what="queue head promoted after restart")
     assert await s.get(kube, namespace, "holder") is None
     claim = await s.claim(kube, namespace, "device/9")
     assert claim is not None and claim["spec"]["holderIdentity"] == "next"

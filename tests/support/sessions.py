@@ -92,10 +92,10 @@ def decided(obj: dict[str, Any] | None) -> bool:
 
 
 async def eventually(
-    check: Callable[[], Awaitable[Any]], timeout: float = 30.0, interval: float = 0.1, what: str = ""
+    check: Callable[[], Awaitable[Any]], within: float = 30.0, interval: float = 0.1, what: str = ""
 ) -> Any:
     """Poll ``check`` until it returns a truthy value (or stops raising AssertionError)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     last: Any = None
     while True:
         try:
@@ -106,12 +106,12 @@ async def eventually(
         except AssertionError as e:
             last = e
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: last {last!r}")
+            raise AssertionError(f"timed out after {within}s waiting for {what or check}: last {last!r}")
         await asyncio.sleep(interval)
 
 
 async def phases_when_settled(
-    kube: Any, namespace: str, names: list[str], timeout: float = 30.0
+    kube: Any, namespace: str, names: list[str], within: float = 30.0
 ) -> dict[str, dict[str, Any]]:
     """Wait until every named session is decided for its generation; return them all."""
 
@@ -121,7 +121,7 @@ async def phases_when_settled(
             return items
         return None
 
-    return await eventually(settled, timeout=timeout, what=f"decisions for {names}")
+    return await eventually(settled, within=within, what=f"decisions for {names}")
 
 
 async def events_for(kube: Any, namespace: str, name: str) -> list[tuple[str, str]]:

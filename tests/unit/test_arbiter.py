@@ -238,6 +238,7 @@ def test_holder_leaving_releases_and_promotes(state: str, phase: str) -> None:
     assert world.claim is not None and world.claim["spec"]["holderIdentity"] == "next"
     if phase == "Archived":
         assert conditions(world, "holder")["Archived"] == ("True", "Requested")
+        assert conditions(world, "holder")["Ready"] == ("False", "Archived")
         assert world.status("holder")["archivedAt"]
 
 

@@ -1,0 +1,442 @@
+"""The ``session-operator`` command line: settings precedence, errors, help, and ``run``.
+
+``run`` is exercised in-process with a fake ``session_operator.runtime`` (serve/is_ready)
+and a fake ``Kube`` holding Leases in memory, so signals, leadership and exit codes are
+tested without an API server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import types
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+import session_operator
+from session_operator import __main__ as cli
+from session_operator import metrics
+from session_operator.kube import ApiError, Conflict, NotFound
+from session_operator.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.upper().startswith("SESSION_OPERATOR_"):
+            monkeypatch.delenv(key)
+
+
+def settings_of(*argv: str) -> Settings:
+    return cli.load_settings(cli.build_parser().parse_args(["run", *argv]))
+
+
+def exit_of(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    out, err = capsys.readouterr()
+    return int(exited.value.code or 0), out, err
+
+
+# Settings precedence -----------------------------------------------------------------------
+
+
+def test_defaults_without_flags_or_env() -> None:
+    settings = settings_of()
+    assert settings.metrics_port == 8080
+    assert settings.namespaces == []
+    assert settings.leader_elect is True
+    assert settings.log_format == "text"
+
+
+def test_env_overrides_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SESSION_OPERATOR_METRICS_PORT", "9000")
+    monkeypatch.setenv("SESSION_OPERATOR_LEADER_ELECT", "false")
+    monkeypatch.setenv("SESSION_OPERATOR_DEFAULT_ARCHIVE_AFTER", "1h")
+    settings = settings_of()
+    assert settings.metrics_port == 9000
+    assert settings.leader_elect is False
+    assert settings.default_archive_after == "1h"
+
+
+def test_flags_override_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SESSION_OPERATOR_METRICS_PORT", "9000")
+    monkeypatch.setenv("SESSION_OPERATOR_LEADER_ELECT", "false")
+    monkeypatch.setenv("SESSION_OPERATOR_LOG_FORMAT", "text")
+    settings = settings_of("--metrics-port", "9100", "--leader-elect", "--log-format", "json")
+    assert settings.metrics_port == 9100
+    assert settings.leader_elect is True
+    assert settings.log_format == "json"
+
+
+def test_only_given_flags_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SESSION_OPERATOR_HEALTH_PORT", "9001")
+    settings = settings_of("--metrics-port", "9100")
+    assert settings.health_port == 9001  # env kept: --health-port was not given
+
+
+def test_no_leader_elect_flag() -> None:
+    assert settings_of("--no-leader-elect").leader_elect is False
+
+
+def test_namespace_is_repeatable() -> None:
+    assert settings_of("--namespace", "team-a", "--namespace", "team-b").namespaces == ["team-a", "team-b"]
+    assert settings_of("--namespace", "team-a,team-b").namespaces == ["team-a", "team-b"]
+
+
+def test_env_namespaces_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SESSION_OPERATOR_NAMESPACES", "team-a, team-b")
+    assert settings_of().namespaces == ["team-a", "team-b"]
+    monkeypatch.setenv("SESSION_OPERATOR_NAMESPACES", "solo")
+    assert settings_of().namespaces == ["solo"]
+    assert settings_of("--namespace", "flag").namespaces == ["flag"]
+
+
+def test_every_setting_has_a_flag_and_unset_flags_pass_nothing() -> None:
+    parser = cli.build_parser()
+    args = parser.parse_args(["run"])
+    for field in Settings.model_fields:
+        assert not hasattr(args, field)  # not given -> not passed, so env/defaults apply
+    (commands,) = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    run_parser = commands.choices["run"]
+    dests = {action.dest for action in run_parser._actions}
+    assert set(Settings.model_fields) <= dests
+    for field in Settings.model_fields:
+        assert cli.flag_of(field) in run_parser._option_string_actions
+
+
+# Errors -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "named"),
+    [
+        (["--default-archive-after", "5minutes"], {}, "--default-archive-after"),
+        (["--metrics-port", "abc"], {}, "--metrics-port"),
+        (["--metrics-port", "70000"], {}, "--metrics-port"),
+        (["--log-format", "xml"], {}, "--log-format"),
+        (["--workers", "0"], {}, "--workers"),
+        ([], {"SESSION_OPERATOR_METRICS_PORT": "abc"}, "SESSION_OPERATOR_METRICS_PORT"),
+        ([], {"SESSION_OPERATOR_DEFAULT_DELETE_AFTER": "soon"}, "SESSION_OPERATOR_DEFAULT_DELETE_AFTER"),
+        (["--lease-duration", "5"], {}, "--renew-deadline"),
+        (["--retry-period", "9"], {}, "--retry-period"),
+    ],
+)
+def test_bad_values_exit_2_with_one_line_naming_the_source(
+    argv: list[str],
+    env: dict[str, str],
+    named: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    code, _, err = exit_of(["run", *argv], capsys)
+    assert code == 2
+    assert err.startswith("session-operator: error: ")
+    assert named in err
+    assert err.strip().count("\n") == 0  # one line
+    assert "Traceback" not in err
+
+
+def test_unknown_flag_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = exit_of(["run", "--no-such-flag"], capsys)
+    assert code == 2
+    assert "--no-such-flag" in err
+
+
+# Help and version ---------------------------------------------------------------------------
+
+
+def test_help_documents_every_flag_with_env_and_default(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = exit_of(["--help"], capsys)
+    assert code == 0
+    assert "run" in out and "version" in out
+    flat = " ".join(out.split())
+    for field in Settings.model_fields:
+        flag = cli.flag_of(field)
+        assert flag in out, flag
+        assert f"env: {cli.env_of(field)};" in flat, field
+    assert "--no-leader-elect" in out and "--kubeconfig" in out
+    assert "default: 8080]" in flat and "default: 168h]" in flat and "default: on]" in flat
+
+
+def test_run_help_lists_the_same_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = exit_of(["run", "--help"], capsys)
+    assert code == 0
+    for field in Settings.model_fields:
+        assert cli.flag_of(field) in out
+
+
+def test_help_text_comes_from_the_settings_descriptions(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = exit_of(["run", "--help"], capsys)
+    squeezed = "".join(out.split())  # argparse wraps lines, also after hyphens
+    for info in Settings.model_fields.values():
+        assert "".join((info.description or "").split()) in squeezed
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = exit_of(["version"], capsys)
+    assert code == 0
+    assert out.startswith(f"session-operator {session_operator.__version__}")
+
+
+def test_no_command_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert exit_of([], capsys)[0] == 2
+
+
+def test_module_entry_point_runs() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "operator")}
+    result = subprocess.run(
+        [sys.executable, "-m", "session_operator", "run", "--metrics-port", "x"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "session-operator: error: --metrics-port: "
+        "Input should be a valid integer, unable to parse string as an integer (got 'x')"
+    )
+
+
+# run: signals, leadership, exit codes -------------------------------------------------------
+
+
+class FakeKube:
+    """Leases in memory (resourceVersion-checked), plus close()."""
+
+    def __init__(self) -> None:
+        self.leases: dict[tuple[str, str], dict[str, Any]] = {}
+        self.rv = 0
+        self.down = False
+        self.closed = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise ApiError(503, "ServiceUnavailable", "down")
+
+    def _store(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        self.rv += 1
+        stored = copy.deepcopy(dict(body))
+        stored["metadata"] = {**stored.get("metadata", {}), "name": name, "resourceVersion": str(self.rv)}
+        self.leases[(namespace, name)] = stored
+        return copy.deepcopy(stored)
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any]:
+        self._check()
+        if (namespace, name) not in self.leases:
+            raise NotFound(404, "NotFound", "not found")
+        return copy.deepcopy(self.leases[(namespace, name)])
+
+    async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        self._check()
+        if (namespace, body["metadata"]["name"]) in self.leases:
+            raise Conflict(409, "AlreadyExists", "exists")
+        return self._store(namespace, body["metadata"]["name"], body)
+
+    async def replace_lease(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        self._check()
+        current = self.leases[(namespace, name)]
+        if body["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"]:
+            raise Conflict(409, "Conflict", "modified")
+        return self._store(namespace, name, body)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class FakeRuntime(types.ModuleType):
+    def __init__(self) -> None:
+        super().__init__("session_operator.runtime")
+        self.ready = False
+        self.started = asyncio.Event()
+        self.calls = 0
+        self.saw_stop = False
+        self.cancelled = False
+
+    def is_ready(self) -> bool:
+        return self.ready
+
+    async def serve(self, settings: Settings, kube: Any, *, stop: asyncio.Event) -> None:
+        self.calls += 1
+        self.ready = True
+        self.started.set()
+        try:
+            await stop.wait()
+            self.saw_stop = True
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        finally:
+            self.ready = False
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeRuntime]:
+    fake = FakeRuntime()
+    monkeypatch.setitem(sys.modules, "session_operator.runtime", fake)
+    monkeypatch.setattr(session_operator, "runtime", fake, raising=False)
+    yield fake
+
+
+@pytest.fixture
+def kube(monkeypatch: pytest.MonkeyPatch) -> FakeKube:
+    fake = FakeKube()
+
+    class Connector:
+        @staticmethod
+        async def connect(kubeconfig: str | None = None) -> FakeKube:
+            return fake
+
+    monkeypatch.setattr(cli, "Kube", Connector)
+    return fake
+
+
+def run_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "metrics_port": free_port(),
+        "health_port": free_port(),
+        "bind_address": "127.0.0.1",
+        "lease_duration": 1.0,
+        "renew_deadline": 0.4,
+        "retry_period": 0.1,
+        "leader_election_namespace": "ops",
+        "identity": "me",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+async def readyz(settings: Settings) -> tuple[int, str]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{settings.health_port}/readyz") as response,
+    ):
+        return response.status, await response.text()
+
+
+async def test_sigterm_stops_serving_releases_the_lease_and_exits_0(runtime: FakeRuntime, kube: FakeKube) -> None:
+    settings = run_settings()
+    running = asyncio.ensure_future(cli.run(settings))
+    await asyncio.wait_for(runtime.started.wait(), 2)
+    assert await readyz(settings) == (200, "ok: leading")
+    assert metrics.REGISTRY.get_sample_value("session_operator_leader") == 1
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert await asyncio.wait_for(running, 2) == 0
+    assert runtime.saw_stop and not runtime.cancelled
+    assert kube.leases[("ops", "session-operator-leader")]["spec"]["holderIdentity"] == ""
+    assert kube.closed
+    assert metrics.REGISTRY.get_sample_value("session_operator_leader") == 0
+
+
+async def test_lost_leadership_cancels_serving_and_exits_1(
+    runtime: FakeRuntime, kube: FakeKube, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = run_settings()
+    running = asyncio.ensure_future(cli.run(settings))
+    await asyncio.wait_for(runtime.started.wait(), 2)
+    kube.down = True
+    with caplog.at_level(logging.INFO):
+        assert await asyncio.wait_for(running, 2) == 1
+    assert runtime.cancelled and not runtime.saw_stop
+    assert "Lost leadership of lease ops/session-operator-leader; exiting" in caplog.messages
+    assert kube.leases[("ops", "session-operator-leader")]["spec"]["holderIdentity"] == "me"  # not released
+    assert kube.closed
+
+
+async def test_standby_is_ready_and_does_not_serve(runtime: FakeRuntime, kube: FakeKube) -> None:
+    settings = run_settings()
+    kube.leases[("ops", "session-operator-leader")] = {
+        "metadata": {"name": "session-operator-leader", "resourceVersion": "1"},
+        "spec": {"holderIdentity": "other", "leaseDurationSeconds": 15},
+    }
+    running = asyncio.ensure_future(cli.run(settings))
+    for _ in range(50):
+        await asyncio.sleep(0.05)
+        status, text = await readyz(settings)
+        if status == 200:
+            break
+    assert (status, text) == (200, "ok: standby")
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert await asyncio.wait_for(running, 2) == 0
+    assert runtime.calls == 0
+
+
+async def test_without_leader_election_serves_at_once(runtime: FakeRuntime, kube: FakeKube) -> None:
+    settings = run_settings(leader_elect=False)
+    running = asyncio.ensure_future(cli.run(settings))
+    await asyncio.wait_for(runtime.started.wait(), 2)
+    assert await readyz(settings) == (200, "ok")
+    assert kube.leases == {}
+    os.kill(os.getpid(), signal.SIGINT)
+    assert await asyncio.wait_for(running, 2) == 0
+    assert runtime.saw_stop
+
+
+async def test_a_taken_port_exits_1(runtime: FakeRuntime, kube: FakeKube) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        settings = run_settings(metrics_port=sock.getsockname()[1])
+        assert await asyncio.wait_for(cli.run(settings), 2) == 1
+    assert runtime.calls == 0
+    assert kube.closed
+
+
+async def test_signals_reach_us_even_after_kopf_replaces_the_handlers(
+    runtime: FakeRuntime, kube: FakeKube, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(cli, "SIGNAL_REASSERT_PERIOD", 0.05)
+    foreign: list[int] = []
+    loop = asyncio.get_running_loop()
+    settings = run_settings()
+    running = asyncio.ensure_future(cli.run(settings))
+    await asyncio.wait_for(runtime.started.wait(), 2)
+    loop.add_signal_handler(signal.SIGTERM, foreign.append, 1)  # what kopf.operator() does
+    await asyncio.sleep(0.2)
+    with caplog.at_level(logging.INFO):
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert await asyncio.wait_for(running, 2) == 0
+    assert foreign == []
+    assert "Received SIGTERM; shutting down" in caplog.messages
+    assert runtime.saw_stop
+
+
+async def test_a_second_signal_cancels_at_once(
+    runtime: FakeRuntime, kube: FakeKube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def stubborn_serve(settings: Settings, kube: Any, *, stop: asyncio.Event) -> None:
+        runtime.started.set()
+        await asyncio.Event().wait()  # never returns on stop
+
+    monkeypatch.setattr(runtime, "serve", stubborn_serve)
+    running = asyncio.ensure_future(cli.run(run_settings(leader_elect=False)))
+    await asyncio.wait_for(runtime.started.wait(), 2)
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.sleep(0.1)
+    assert not running.done()
+    os.kill(os.getpid(), signal.SIGTERM)
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(running, 2)
+    assert kube.closed
