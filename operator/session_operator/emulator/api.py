@@ -100,13 +100,13 @@ def strategic_merge_patch(target: Any, patch: Any, path: str = "") -> Any:
             current = list(result.get(key) or [])
             result[key] = current + [v for v in value if v not in current]
         elif sub == "metadata.ownerReferences" and isinstance(value, list):
-            current = {ref.get("uid"): ref for ref in result.get(key) or []}
+            by_uid: dict[Any, Any] = {ref.get("uid"): ref for ref in result.get(key) or []}
             for ref in value:
                 if isinstance(ref, dict) and ref.get("$patch") == "delete":
-                    current.pop(ref.get("uid"), None)
+                    by_uid.pop(ref.get("uid"), None)
                 elif isinstance(ref, dict):
-                    current[ref.get("uid")] = merge_patch(current.get(ref.get("uid")), ref)
-            result[key] = list(current.values())
+                    by_uid[ref.get("uid")] = merge_patch(by_uid.get(ref.get("uid")), ref)
+            result[key] = list(by_uid.values())
         else:
             merged = strategic_merge_patch(result.get(key), value, sub)
             if merged is None:
