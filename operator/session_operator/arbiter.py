@@ -108,6 +108,10 @@ class Plan:
     add_finalizer: list[SessionView] = field(default_factory=list)
     remove_finalizer: list[SessionView] = field(default_factory=list)
     delete: list[SessionView] = field(default_factory=list)
+    # The claim's current holder, when the claim moves away from it and no status write
+    # for it is planned: a conditional no-op write on it comes before the claim change,
+    # so that a plan made on a stale view of the holder fails instead of doing harm.
+    fence: SessionView | None = None
     next_due: datetime | None = None
     holder: SessionView | None = None  # who holds the target once the plan is applied
 
@@ -121,6 +125,7 @@ class Plan:
     def empty(self) -> bool:
         return not (
             self.writes or self.claim_change or self.add_finalizer or self.remove_finalizer or self.delete
+            or self.fence
         )
 
 
@@ -291,7 +296,7 @@ def decide(
     _queue_positions(group, queue)
     _claim_change(group, claim_holder)
     _finalizers(group)
-    _render(group)
+    _render(group, claim_holder)
     group.plan.holder = group.holder
     group.plan.next_due = min(group.due) if group.due else None
     return group.plan
@@ -647,8 +652,20 @@ def _finalizers(group: _Group) -> None:
             plan.remove_finalizer.append(session)
 
 
-def _render(group: _Group) -> None:
-    """Turn outcomes into full status documents and order the writes."""
+def _render(group: _Group, claim_holder: SessionView | None) -> None:
+    """Turn outcomes into full status documents and order the writes.
+
+    The claim's current holder, if the claim moves away from it, is always written
+    first ("demote"), whatever this plan believes its phase to be: the write is
+    conditional on the version the plan saw, so if that view was stale (it became
+    Active meanwhile, through another operator) the plan fails before the claim moves.
+    """
+    losing = (
+        claim_holder
+        if claim_holder is not None and group.plan.claim_change is not None
+        and group.plan.claim_change.op in ("transfer", "release")
+        else None
+    )
     for session in group.sessions:
         outcome = group.outcomes.get(session.uid)
         if outcome is None:
@@ -669,7 +686,7 @@ def _render(group: _Group) -> None:
         was_active = session.phase == Phase.ACTIVE
         is_active = outcome.phase is Phase.ACTIVE
         kind: Literal["demote", "activate", "other"]
-        if was_active and not is_active:
+        if (was_active and not is_active) or session is losing:
             kind = "demote"
         elif is_active and (not was_active or outcome.transition):
             kind = "activate"
@@ -678,6 +695,8 @@ def _render(group: _Group) -> None:
         group.plan.writes.append(StatusWrite(session, status, transition, kind))
     order = {"demote": 0, "activate": 1, "other": 2}
     group.plan.writes.sort(key=lambda w: order[w.kind])
+    if losing is not None and not any(w.session is losing for w in group.plan.writes):
+        group.plan.fence = losing
 
 
 def _status(group: _Group, session: SessionView, outcome: _Outcome) -> dict[str, Any]:

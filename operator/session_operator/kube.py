@@ -24,7 +24,7 @@ from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from . import model
+from . import __version__, model
 from .errors import ApiError, Conflict, NotFound
 
 __all__ = ["ApiError", "Conflict", "Kube", "NotFound"]
@@ -71,7 +71,9 @@ class Kube:
                 await k8s_config.load_kube_config(client_configuration=configuration)
             except (k8s_config.ConfigException, FileNotFoundError, TypeError):
                 k8s_config.load_incluster_config(client_configuration=configuration)
-        return cls(k8s_client.ApiClient(configuration))
+        api_client = k8s_client.ApiClient(configuration)
+        api_client.user_agent = f"session-operator/{__version__}"  # what audit logs show
+        return cls(api_client)
 
     async def close(self) -> None:
         await self._api.close()

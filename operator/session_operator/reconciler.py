@@ -174,6 +174,16 @@ class Reconciler:
         for write in plan.writes:
             if write.kind == "demote":
                 current[write.session.uid] = await self._write_status(write, current, now)
+        if plan.fence is not None:
+            view = current.get(plan.fence.uid, plan.fence)
+            try:  # no change, only the precondition: "the holder is still as this plan saw it"
+                await self._kube.patch_session_status(view.namespace, view.name, {}, view.resource_version)
+            except kube_api.NotFound:
+                self.forget(view.uid)  # gone: nothing can make it Active any more
+            except kube_api.Conflict:
+                metrics.CLAIM_CONFLICTS.labels(object="session").inc()
+                await self._refresh(view)
+                raise
         if plan.claim_change is not None:
             try:
                 await claims.apply_change(self._kube, namespace, target, plan.claim_change, now)

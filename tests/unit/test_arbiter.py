@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -426,6 +427,39 @@ def test_archive_after_zero_archives_at_once_and_keeps_replaced_history() -> Non
     assert conditions(world, "a")["Replaced"] == ("True", "Replaced")
     assert conditions(world, "a")["Archived"] == ("True", "Retention")
     assert world.status("a")["replacedBy"] == "b"
+
+
+def test_claim_holder_is_written_before_the_claim_moves_even_on_a_stale_view() -> None:
+    # Another operator made "a" Active; this plan still sees it undecided (its index
+    # lags). Replacing it must write "a" first, conditionally, so the stale plan fails.
+    world = World()
+    world.create("a")
+    world.reconcile()
+    stale_a = replace(world.view("a"), status={})
+    world.create("b", onConflict="Replace")
+    plan = decide([stale_a, world.view("b")], world.claim_view(), world.now)
+    assert plan.claim_change is not None and plan.claim_change.op == "transfer"
+    assert [(w.session.name, w.kind) for w in plan.writes][0] == ("a", "demote")
+
+
+def test_claim_holder_is_fenced_when_nothing_is_written_to_it() -> None:
+    world = World()
+    world.create("a")
+    world.reconcile()
+    world.set_spec("a", state="Completed")
+    plan = decide(world.views(), world.claim_view(), world.now)
+    assert plan.fence is None  # a real demotion is written, no fence needed
+    # A leftover claim on an already-terminal holder (crash between two writes): released
+    # behind a fence on the holder.
+    world.apply(plan)
+    world.claim = {
+        "metadata": {"name": "claim", "resourceVersion": "99",
+                     "annotations": {"session-operator.io/holder-uid": world.uid("a")}},
+        "spec": {"holderIdentity": "a", "leaseTransitions": 0},
+    }
+    plan = decide(world.views(), world.claim_view(), world.now)
+    assert plan.claim_change is not None and plan.claim_change.op == "release"
+    assert plan.fence is not None and plan.fence.name == "a"
 
 
 def test_status_patch_nulls_removed_fields() -> None:
