@@ -45,24 +45,36 @@ def session_crd(cluster: Any) -> Path:
 
 
 @pytest.fixture(scope="session")
-def operator(cluster: Any, session_crd: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    """One operator for the tests that only need one running (each test has its own namespace)."""
+def shared_operator(
+    cluster: Any, session_crd: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
     process = OperatorProcess(cluster.kubeconfig, tmp_path_factory.mktemp("operator"), name="shared")
-    process.start()
     yield process
-    code = process.stop()
-    assert code == 0, f"the operator exited with {code}:\n{process.logs()[-3000:]}"
+    if process.running():
+        code = process.stop()
+        assert code == 0, f"the operator exited with {code}:\n{process.logs()[-3000:]}"
 
 
 @pytest.fixture
-def operator_factory(
-    cluster: Any, session_crd: Path, tmp_path: Path
-) -> Iterator[Any]:
-    """Operators of a test's own (to kill, restart, or run two at once)."""
+def operator(shared_operator: OperatorProcess) -> OperatorProcess:
+    """One operator for the tests that only need one running (each test has its own
+    namespace); started on first use, and again after a test that needed it gone."""
+    if not shared_operator.running():
+        shared_operator.start()
+    return shared_operator
+
+
+@pytest.fixture
+def operator_factory(shared_operator: OperatorProcess, tmp_path: Path) -> Iterator[Any]:
+    """Operators of a test's own (to kill, restart, or run two at once). The shared one
+    is stopped first, so that nothing but these acts during the test."""
+    if shared_operator.running():
+        code = shared_operator.stop()
+        assert code == 0, f"the operator exited with {code}:\n{shared_operator.logs()[-3000:]}"
     started: list[OperatorProcess] = []
 
     def make(name: str = "own", **kwargs: Any) -> OperatorProcess:
-        process = OperatorProcess(cluster.kubeconfig, tmp_path, name=name, **kwargs)
+        process = OperatorProcess(shared_operator.kubeconfig, tmp_path, name=name, **kwargs)
         started.append(process)
         return process
 

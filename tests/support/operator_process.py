@@ -83,6 +83,9 @@ class OperatorProcess:
         except OSError as e:
             return 0, str(e)
 
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def ready(self) -> bool:
         """Serving: ready, and leading (or running without leader election)."""
         status, _ = self._get(self.health_port, "/readyz")
