@@ -19,11 +19,10 @@ from typing import Any
 
 import jsonschema
 import pytest
+import re2  # the API server's regex engine (google-re2, declared in the emulator extra)
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
-
-import re2  # the API server's regex engine (google-re2, declared in the emulator extra)
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "crds" / "sessions.session-operator.io.yaml"
