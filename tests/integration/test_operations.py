@@ -142,7 +142,7 @@ async def test_quiet_sweep_over_thousands_costs_no_api_calls(
     assert operator.metric("session_operator_deadlines_pending") >= 100
 
     await s.create(kube, namespace, "due", "repo/due", idleTimeout="1s")
-    items = await s.phases_when_settled(kube, namespace, ["due"])
+    await s.phases_when_settled(kube, namespace, ["due"])
     deadline_seen = time.monotonic() + 1.0  # idleDeadline is one second after activation
 
     async def abandoned() -> bool:

@@ -439,7 +439,7 @@ def test_claim_holder_is_written_before_the_claim_moves_even_on_a_stale_view() -
     world.create("b", onConflict="Replace")
     plan = decide([stale_a, world.view("b")], world.claim_view(), world.now)
     assert plan.claim_change is not None and plan.claim_change.op == "transfer"
-    assert [(w.session.name, w.kind) for w in plan.writes][0] == ("a", "demote")
+    assert next((w.session.name, w.kind) for w in plan.writes) == ("a", "demote")
 
 
 def test_claim_holder_is_fenced_when_nothing_is_written_to_it() -> None:
