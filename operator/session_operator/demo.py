@@ -188,7 +188,7 @@ class Demo:
         print(f"{BOLD}$ kubectl get events --field-selector involvedObject.kind=Session{RESET}")
         await asyncio.sleep(0.3)
         listing = await self.kube.request("GET", f"/api/v1/namespaces/{self.namespace}/events")
-        for event in sorted(listing.get("items", []), key=lambda e: e["metadata"].get("resourceVersion", "0")):
+        for event in sorted(listing.get("items", []), key=lambda e: int(e["metadata"].get("resourceVersion", "0"))):
             obj = event.get("involvedObject") or {}
             if obj.get("name") in names:
                 print(f"  {event.get('type', ''):<8} {event.get('reason', ''):<10} session/{obj['name']:<12} "
@@ -217,6 +217,9 @@ async def _walkthrough(demo: Demo) -> None:
     await demo.patch_spec("deploy-main", {"state": "Completed"})
     await demo.settle(queue)
     await demo.get_sess(queue)
+    print(f"{DIM}deploy-b, now first in line, names the new holder; further back, holder and position may lag\n"
+          f"(they are refreshed when a session reaches the head), so a promotion costs a few writes,\n"
+          f"however long the queue.{RESET}\n")
     await demo.conditions("deploy-a")
     await demo.claim("device/7")
 

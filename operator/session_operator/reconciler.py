@@ -46,22 +46,32 @@ def _rv(value: str) -> int:
 
 
 class EventPoster:
-    """One serial poster for Kubernetes Events, so reconciles never wait on them."""
+    """Posts Kubernetes Events so that reconciles never wait on them.
 
-    def __init__(self, kube: kube_api.Kube, instance: str, capacity: int = 10_000) -> None:
+    A few serial lanes, a session always on the same one: its events keep their order,
+    while a burst of thousands of transitions is not posted one at a time.
+    """
+
+    def __init__(self, kube: kube_api.Kube, instance: str, *, lanes: int = 4, capacity: int = 10_000) -> None:
         self._kube = kube
         self._instance = instance
-        self._queue: asyncio.Queue[tuple[SessionView, str, str, str]] = asyncio.Queue(capacity)
+        self._lanes: list[asyncio.Queue[tuple[SessionView, str, str, str]]] = [
+            asyncio.Queue(capacity // lanes) for _ in range(lanes)
+        ]
 
     def post(self, session: SessionView, reason: str, message: str, event_type: str) -> None:
+        lane = self._lanes[hash(session.uid) % len(self._lanes)]
         try:
-            self._queue.put_nowait((session, reason, message, event_type))
+            lane.put_nowait((session, reason, message, event_type))
         except asyncio.QueueFull:
             log.warning("Dropped event %s for session %s/%s: queue full", reason, session.namespace, session.name)
 
     async def run(self) -> None:
+        await asyncio.gather(*(self._run_lane(lane) for lane in self._lanes))
+
+    async def _run_lane(self, lane: asyncio.Queue[tuple[SessionView, str, str, str]]) -> None:
         while True:
-            session, reason, message, event_type = await self._queue.get()
+            session, reason, message, event_type = await lane.get()
             involved = {"namespace": session.namespace, "name": session.name, "uid": session.uid}
             try:
                 await self._kube.create_event(

@@ -31,7 +31,7 @@ async def test_single_session_becomes_active_with_claim_and_event(kube: Any, nam
     assert claim["metadata"]["annotations"]["session-operator.io/holder-uid"] == alice["metadata"]["uid"]
     assert claim["metadata"]["annotations"]["session-operator.io/target"] == "repo/payments"
     assert claim["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "session-operator"
-    assert await s.eventually(lambda: s.events_for(kube, namespace, "alice-1")) == [("Normal", "Activated")]
+    await s.wait_events(kube, namespace, "alice-1", [("Normal", "Activated")])
 
 
 async def test_fifty_concurrent_sessions_one_active_rest_per_policy(kube: Any, namespace: str) -> None:
@@ -129,9 +129,8 @@ async def test_replace_is_atomic(kube: Any, namespace: str) -> None:
     assert replaced_at is not None and active_at is not None and replaced_at < active_at
     claim = await s.claim(kube, namespace, "user/alice")
     assert claim is not None and claim["spec"]["leaseTransitions"] == 1
-    events_old = await s.eventually(lambda: s.events_for(kube, namespace, "chat-1"))
-    assert events_old == [("Normal", "Activated"), ("Normal", "Replaced")]
-    assert await s.events_for(kube, namespace, "chat-2") == [("Normal", "Replaced")]
+    await s.wait_events(kube, namespace, "chat-1", [("Normal", "Activated"), ("Normal", "Replaced")])
+    await s.wait_events(kube, namespace, "chat-2", [("Normal", "Replaced")])
 
 
 async def test_replace_if_profile_changed(kube: Any, namespace: str) -> None:
@@ -167,7 +166,7 @@ async def test_rejection_message_names_the_holder(kube: Any, namespace: str) -> 
         "name": "alice-1", "uid": items["alice-1"]["metadata"]["uid"], "profile": "gpt-4o", "activeSince": since,
     }
     assert "finalizers" not in bob["metadata"] or not bob["metadata"]["finalizers"]
-    assert await s.eventually(lambda: s.events_for(kube, namespace, "bob-1")) == [("Warning", "Rejected")]
+    await s.wait_events(kube, namespace, "bob-1", [("Warning", "Rejected")])
 
 
 async def test_same_target_in_two_namespaces_is_two_targets(kube: Any, namespace: str) -> None:
@@ -212,7 +211,7 @@ async def test_invalid_spec_names_the_field_and_others_go_on(kube: Any, namespac
     assert s.condition(bad, "Stalled")["status"] == "True"
     assert s.phase(items["good"]) == "Active"
     assert s.phase(items["other"]) == "Active"
-    assert await s.eventually(lambda: s.events_for(kube, namespace, "overflow")) == [("Warning", "Invalid")]
+    await s.wait_events(kube, namespace, "overflow", [("Warning", "Invalid")])
     # Fixing the spec re-evaluates it.
     await s.patch_spec(kube, namespace, "overflow", idleTimeout="1h", onConflict="Queue")
     items = await s.phases_when_settled(kube, namespace, ["overflow"])

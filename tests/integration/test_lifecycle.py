@@ -50,7 +50,7 @@ async def test_idle_timeout_abandons_and_promotes_the_queue(kube: Any, namespace
     assert "spec.idleTimeout" in ready["message"]
     assert abandoned["status"]["endedAt"]
     assert s.condition(promoted, "Ready")["reason"] == "Promoted"
-    assert ("Normal", "Abandoned") in await s.eventually(lambda: s.events_for(kube, namespace, "idle"))
+    await s.wait_event(kube, namespace, "idle", ("Normal", "Abandoned"))
 
 
 async def test_activity_extends_the_idle_deadline_without_a_new_generation(kube: Any, namespace: str) -> None:
@@ -112,7 +112,7 @@ async def test_archive_after_then_delete_after(kube: Any, namespace: str) -> Non
     assert archived["status"]["endedAt"] == completed["status"]["endedAt"]
     archived_at = parse_time(archived["status"]["archivedAt"])
     assert ended is not None and archived_at is not None and archived_at - ended >= timedelta(seconds=2)
-    assert ("Normal", "Archived") in await s.eventually(lambda: s.events_for(kube, namespace, "done"))
+    await s.wait_event(kube, namespace, "done", ("Normal", "Archived"))
 
     async def deleted() -> bool:
         return await s.get(kube, namespace, "done") is None

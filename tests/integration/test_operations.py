@@ -134,7 +134,13 @@ async def test_quiet_sweep_over_thousands_costs_no_api_calls(
         return len(items) == len(names) and all(s.decided(o) for o in items.values())
 
     await s.eventually(all_decided, within=240, interval=1.0, what="5,000 sessions decided")
-    await asyncio.sleep(1)
+
+    async def operator_idle() -> bool:  # its last Events posted, its last writes done
+        emulator.reset_request_counts()
+        await asyncio.sleep(1)
+        return not operator_requests(emulator.request_counts())
+
+    await s.eventually(operator_idle, within=120, interval=0, what="the operator to finish its work")
     emulator.reset_request_counts()
     await asyncio.sleep(3)
     quiet = operator_requests(emulator.request_counts())

@@ -56,7 +56,11 @@ async def test_holder_deleted_while_down_is_released_and_queue_promoted(
         return s.phase(await s.get(kube, namespace, "next")) == "Active"
 
     await s.eventually(promoted, within=20, what="queue head promoted after restart")
-    assert await s.get(kube, namespace, "holder") is None
+
+    async def gone() -> bool:
+        return await s.get(kube, namespace, "holder") is None
+
+    await s.eventually(gone, within=10, what="the deleted holder's finalizer removed")
     claim = await s.claim(kube, namespace, "device/9")
     assert claim is not None and claim["spec"]["holderIdentity"] == "next"
 

@@ -129,3 +129,28 @@ async def events_for(kube: Any, namespace: str, name: str) -> list[tuple[str, st
     assert status == 200, (status, obj)
     items = sorted(obj["items"], key=lambda e: int(e["metadata"]["resourceVersion"]))
     return [(e["type"], e["reason"]) for e in items if e["involvedObject"].get("name") == name]
+
+
+async def wait_events(
+    kube: Any, namespace: str, name: str, expected: list[tuple[str, str]], within: float = 10.0
+) -> list[tuple[str, str]]:
+    """Wait until the events about ``name`` are exactly ``expected`` (in order)."""
+
+    async def arrived() -> bool:
+        seen = await events_for(kube, namespace, name)
+        assert seen == expected, seen
+        return True
+
+    await eventually(arrived, within=within, what=f"events {expected} for {name}")
+    return expected
+
+
+async def wait_event(kube: Any, namespace: str, name: str, event: tuple[str, str], within: float = 10.0) -> None:
+    """Wait until ``event`` is among the events about ``name``."""
+
+    async def arrived() -> bool:
+        seen = await events_for(kube, namespace, name)
+        assert event in seen, seen
+        return True
+
+    await eventually(arrived, within=within, what=f"event {event} for {name}")
