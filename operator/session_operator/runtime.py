@@ -20,7 +20,7 @@ from .arbiter import Defaults
 from .handlers import TargetKey, Wiring
 from .kube import Kube
 from .lifecycle import Sweep
-from .model import ANNOTATION_PREFIX, ActivityClock
+from .model import ANNOTATION_PREFIX, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ActivityClock
 from .reconciler import EventPoster, Reconciler
 from .settings import Settings
 from .workqueue import WorkQueue
@@ -65,6 +65,9 @@ def kopf_settings(settings: Settings) -> kopf.OperatorSettings:
     config.watching.server_timeout = 300
     config.watching.client_timeout = 330
     config.watching.connect_timeout = 10
+    # Only claim Leases, filtered by the API server: a cluster has a Lease per node in
+    # kube-node-lease renewed every few seconds, which we must not even receive.
+    config.watching.label_selectors["coordination.k8s.io", "leases"] = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
     config.networking.request_timeout = 60
     config.networking.connect_timeout = 10
     return config

@@ -216,3 +216,22 @@ async def test_invalid_spec_names_the_field_and_others_go_on(kube: Any, namespac
     await s.patch_spec(kube, namespace, "overflow", idleTimeout="1h", onConflict="Queue")
     items = await s.phases_when_settled(kube, namespace, ["overflow"])
     assert s.phase(items["overflow"]) == "Queued"
+
+
+async def test_a_claim_deleted_by_hand_is_restored_for_the_holder(kube: Any, namespace: str) -> None:
+    await s.create(kube, namespace, "holder", "repo/hand")
+    await s.phases_when_settled(kube, namespace, ["holder"])
+    claim = await s.claim(kube, namespace, "repo/hand")
+    assert claim is not None
+    status, _ = await kube.request(
+        "DELETE", f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{claim['metadata']['name']}"
+    )
+    assert status == 200
+
+    async def restored() -> dict[str, Any] | None:
+        again = await s.claim(kube, namespace, "repo/hand")
+        return again if again is not None and again["spec"]["holderIdentity"] == "holder" else None
+
+    again = await s.eventually(restored, within=10, what="the claim restored")
+    assert again["metadata"]["uid"] != claim["metadata"]["uid"]
+    assert s.phase(await s.get(kube, namespace, "holder")) == "Active"

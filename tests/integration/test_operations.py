@@ -156,3 +156,21 @@ async def test_quiet_sweep_over_thousands_costs_no_api_calls(
 
     await s.eventually(abandoned, within=10, interval=0.05, what="the due session abandoned")
     assert time.monotonic() - deadline_seen < 1.5
+
+
+async def test_json_logs_name_the_session(kube: Any, namespace: str, operator_factory: Any) -> None:
+    import json
+
+    operator = operator_factory("json-logs", args=("--log-format", "json")).start()
+    await s.create(kube, namespace, "logged", "repo/logs")
+    await s.phases_when_settled(kube, namespace, ["logged"])
+    await asyncio.sleep(0.3)
+    lines = [line for line in operator.logs().splitlines() if line.startswith("{")]
+    records = [json.loads(line) for line in lines]
+    assert records, operator.logs()[-2000:]
+    assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
+    activated = [r for r in records if r["message"].startswith(f"Activated session {namespace}/logged")]
+    assert activated, [r["message"] for r in records]
+    assert activated[0]["namespace"] == namespace
+    assert activated[0]["name"] == "logged"
+    assert activated[0]["target"] == "repo/logs"
