@@ -25,6 +25,7 @@ from .errors import (
     conflict,
     delete_precondition_conflict,
     forbidden,
+    go_json_kind,
     internal_error,
     invalid,
     method_not_allowed,
@@ -236,7 +237,7 @@ class Api:
         if not isinstance(body, dict):
             raise bad_request(
                 f'{rt.kind} in version "{version}" cannot be handled as a {rt.kind}: json: cannot unmarshal '
-                f"{_json_kind(body)} into Go value of type struct"
+                f"{go_json_kind(body)} into Go value of type struct"
             )
         api_version = rt.api_version(version)
         kind = body.get("kind")
@@ -577,7 +578,7 @@ class Api:
             raise bad_request(f"error decoding patch: {exc}") from exc
         if media == JSON_PATCH:
             if not isinstance(patch, list):
-                raise bad_request(f"json: cannot unmarshal {_json_kind(patch)} into Go value of type jsonpatch.Patch")
+                raise bad_request(f"json: cannot unmarshal {go_json_kind(patch)} into Go value of type jsonpatch.Patch")
             try:
                 patched = jsonpatch.JsonPatch(patch).apply(current)
             except Exception as exc:  # JsonPatchException, JsonPointerException, KeyError, ...
@@ -586,13 +587,13 @@ class Api:
             if not isinstance(patch, dict):
                 raise bad_request(
                     f'{rt.kind} in version "{version}" cannot be handled as a {rt.kind}: json: cannot unmarshal '
-                    f"{_json_kind(patch)} into Go value of type map[string]interface {{}}"
+                    f"{go_json_kind(patch)} into Go value of type map[string]interface {{}}"
                 )
             patched = merge_patch(current, patch)
         else:
             if not isinstance(patch, dict):
                 raise bad_request(
-                    f"json: cannot unmarshal {_json_kind(patch)} into Go value of type map[string]interface {{}}"
+                    f"json: cannot unmarshal {go_json_kind(patch)} into Go value of type map[string]interface {{}}"
                 )
             patched = strategic_merge_patch(current, patch)
         if not isinstance(patched, dict):
@@ -931,20 +932,6 @@ class Api:
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return "null"
 
 
 def _without_rv(body: dict[str, Any]) -> dict[str, Any]:

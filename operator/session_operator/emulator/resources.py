@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import gotime
-from .errors import FieldError, Names, bad_request
+from .errors import FieldError, Names, bad_request, go_json_kind
 from .schema import Node, SchemaCompileError, compile_schema, normalize, validate_object
 
 # --------------------------------------------------------------------------- name validation
@@ -198,23 +198,9 @@ _GO_TYPES = {
 }
 
 
-def _json_kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int | float):
-        return f"number {value}" if isinstance(value, float) else "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return "null"
-
-
 def _mismatch(value: Any, struct: str, path: str, go_type: str) -> DecodeError:
     return DecodeError(
-        f"json: cannot unmarshal {_json_kind(value)} into Go struct field {struct}.{path} of type {go_type}"
+        f"json: cannot unmarshal {go_json_kind(value)} into Go struct field {struct}.{path} of type {go_type}"
     )
 
 
