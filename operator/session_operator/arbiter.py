@@ -115,12 +115,6 @@ class Plan:
     next_due: datetime | None = None
     holder: SessionView | None = None  # who holds the target once the plan is applied
 
-    def final_phase(self, session: SessionView) -> str | None:
-        for write in self.writes:
-            if write.session.uid == session.uid:
-                return write.status.get("phase")
-        return session.phase
-
     @property
     def empty(self) -> bool:
         return not (
@@ -278,8 +272,8 @@ def decide(
         elif phase in TERMINAL_PHASES:
             _retention(group, session)
 
-    # Undecided sessions that leave for a non-holding state do so before promotion, so
-    # that a holder which completes in the same breath as others arrive is released first.
+    # A holder that is leaving (new state, invalid spec) was not kept in step 1, so the
+    # queue is promoted below before the newcomers are applied, in queue order (rule 4).
     undecided.sort(key=lambda s: s.order_key)
 
     # 3. A free target goes to the head of the queue.
@@ -359,14 +353,14 @@ def _keep_holder(group: _Group, session: SessionView) -> None:
         # Holds the claim but does not show Active yet (a crash between the claim write
         # and the status write, or a re-evaluation): activate, confirming the claim.
         reason = _ready_reason(session) or Reason.ACQUIRED
-        _activate(group, session, reason, _acquired_message(group, session))
+        _activate(group, session, reason, _acquired_message(session))
         return
     group.take(session, active_since)
     fields = dict(_active_fields(status))
     fields["lastActivityTime"] = format_time(last_activity)
     fields["idleDeadline"] = format_time(idle_deadline) if idle_deadline is not None else None
     reason = _ready_reason(session) or Reason.ACQUIRED
-    message = _ready_message(session) or _acquired_message(group, session)
+    message = _ready_message(session) or _acquired_message(session)
     # A spec change while holding lands here too: it keeps the target, new deadlines apply.
     group.set(session, _Outcome(Phase.ACTIVE, reason, message, fields, transition=False))
 
@@ -392,7 +386,7 @@ def _ready_message(session: SessionView) -> str | None:
     return None
 
 
-def _acquired_message(group: _Group, session: SessionView) -> str:
+def _acquired_message(session: SessionView) -> str:
     return f'session "{session.name}" holds target "{session.target}"'
 
 
@@ -485,7 +479,7 @@ def _evaluate(group: _Group, session: SessionView, queue: list[SessionView]) -> 
         return
     holder = group.holder
     if holder is None or holder is session:
-        _activate(group, session, Reason.ACQUIRED, _acquired_message(group, session))
+        _activate(group, session, Reason.ACQUIRED, _acquired_message(session))
         return
     policy = spec.on_conflict
     if policy is OnConflict.REPLACE_IF_PROFILE_CHANGED:

@@ -119,9 +119,3 @@ def build_conditions(
         )
     return conditions
 
-
-def find(conditions: Iterable[Mapping[str, Any]], type_: str) -> Mapping[str, Any] | None:
-    for condition in conditions:
-        if condition.get("type") == type_:
-            return condition
-    return None
