@@ -128,6 +128,16 @@ def format_duration(value: timedelta) -> str:
     return out
 
 
+def rv_order(resource_version: str) -> int:
+    """resourceVersions are opaque by contract, but etcd's (and the emulator's) are one
+    increasing integer. Used only to prefer the fresher of two copies of one object; a
+    wrong guess costs a 409 and a re-read, never a wrong write."""
+    try:
+        return int(resource_version)
+    except (TypeError, ValueError):
+        return -1
+
+
 def claim_name(target: str) -> str:
     """The name of a target's claim Lease: stable, DNS-safe, whatever the target's characters."""
     return CLAIM_PREFIX + hashlib.sha256(target.encode("utf-8")).hexdigest()[:20]

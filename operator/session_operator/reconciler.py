@@ -26,23 +26,13 @@ from typing import Any
 from . import claims, logs, metrics
 from . import kube as kube_api
 from .arbiter import Defaults, Plan, StatusWrite, decide, status_patch
-from .model import FINALIZER, ActivityClock, Claim, Phase, SessionView
+from .model import FINALIZER, ActivityClock, Claim, Phase, SessionView, rv_order
 from .workqueue import RetryLater
 
 log = logging.getLogger(__name__)
 
 TargetKey = tuple[str, str]  # (namespace, target)
 MAX_ATTEMPTS = 8
-
-
-def _rv(value: str) -> int:
-    """resourceVersions are opaque by contract, but etcd's (and the emulator's) are one
-    increasing integer. Used only to prefer the fresher of two copies of one object; a
-    wrong guess costs one 409 and a re-read, never a wrong decision."""
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return -1
 
 
 class EventPoster:
@@ -88,6 +78,7 @@ class Reconciler:
         kube: kube_api.Kube,
         *,
         sessions: Callable[[TargetKey], Iterable[SessionView]],
+        claims: Callable[[TargetKey], Claim | None],
         defaults: Defaults,
         activity: ActivityClock,
         events: EventPoster,
@@ -95,12 +86,17 @@ class Reconciler:
     ) -> None:
         self._kube = kube
         self._sessions = sessions
+        self._claims = claims
         self._defaults = defaults
         self._activity = activity
         self._events = events
         self._schedule = schedule
-        # Our own writes, fresher than the index until the watch delivers them.
+        # Our own writes, fresher than the indices until the watch delivers them.
         self._overlay: dict[str, SessionView] = {}
+        # Claims we wrote (or read fresh): (resourceVersion, claim); None once released.
+        self._claim_overlay: dict[TargetKey, tuple[int, Claim | None]] = {}
+        # Targets whose claim must be read from the API server (after a lost race).
+        self._claim_stale: set[TargetKey] = set()
 
     def forget(self, uid: str) -> None:
         """The session is gone from the cluster: drop what we remembered of it."""
@@ -115,6 +111,7 @@ class Reconciler:
                     plan = await self._once(key)
                 except kube_api.Conflict as e:
                     log.debug("Re-deciding target %s/%s after a conflict: %s", key[0], key[1], e)
+                    self._claim_stale.add(key)
                     continue
                 except kube_api.ApiError as e:
                     metrics.RECONCILE_ERRORS.labels(error=e.reason or str(e.status)).inc()
@@ -133,7 +130,7 @@ class Reconciler:
         for view in self._sessions(key):
             newer = self._overlay.get(view.uid)
             if newer is not None:
-                if _rv(newer.resource_version) > _rv(view.resource_version):
+                if rv_order(newer.resource_version) > rv_order(view.resource_version):
                     view = newer
                 else:
                     del self._overlay[view.uid]
@@ -157,10 +154,38 @@ class Reconciler:
         if view.target == target and claim.holder_uid in (None, view.uid):
             views.append(view)
 
+    async def _claim(self, key: TargetKey) -> Claim | None:
+        """The claim from the watch, unless our own write (or a fresh read) is newer.
+
+        Reading it from the index saves a GET per reconcile; deciding on a stale claim is
+        safe because every claim write is conditional, and after a lost race the claim is
+        read from the API server."""
+        namespace, target = key
+        if key in self._claim_stale:
+            self._claim_stale.discard(key)
+            fresh = await claims.read_claim(self._kube, namespace, target)
+            indexed = self._claims(key)
+            floor = rv_order(indexed.resource_version) if indexed is not None else -1
+            self._claim_overlay[key] = (rv_order(fresh.resource_version) if fresh else floor, fresh)
+            return fresh
+        indexed = self._claims(key)
+        known = self._claim_overlay.get(key)
+        if known is None:
+            return indexed
+        known_rv, known_claim = known
+        indexed_rv = rv_order(indexed.resource_version) if indexed is not None else -1
+        caught_up = indexed_rv > known_rv or (
+            indexed_rv == known_rv and indexed is not None and known_claim is not None
+        ) or (indexed is None and known_claim is None)
+        if caught_up:
+            del self._claim_overlay[key]
+            return indexed
+        return known_claim
+
     async def _once(self, key: TargetKey) -> Plan:
         namespace, target = key
         views = self._group(key)
-        claim = await claims.read_claim(self._kube, namespace, target)
+        claim = await self._claim(key)
         await self._holder_if_missing(namespace, target, views, claim)
         now = datetime.now(UTC)
         plan = decide(views, claim, now, self._defaults)
@@ -196,10 +221,16 @@ class Reconciler:
                 raise
         if plan.claim_change is not None:
             try:
-                await claims.apply_change(self._kube, namespace, target, plan.claim_change, now)
+                written = await claims.apply_change(self._kube, namespace, target, plan.claim_change, now)
             except kube_api.Conflict:
                 metrics.CLAIM_CONFLICTS.labels(object="claim").inc()
                 raise
+            before = plan.claim_change.claim
+            self._claim_overlay[(namespace, target)] = (
+                rv_order(written.resource_version) if written is not None
+                else rv_order(before.resource_version) if before is not None else -1,
+                written,
+            )
         for write in plan.writes:
             if write.kind != "demote":
                 current[write.session.uid] = await self._write_status(write, current, now)

@@ -97,6 +97,7 @@ async def serve(settings: Settings, kube: Kube, *, stop: asyncio.Event) -> None:
     reconciler = Reconciler(
         kube,
         sessions=wiring.sessions,
+        claims=wiring.claim,
         defaults=defaults,
         activity=activity,
         events=events,
