@@ -241,11 +241,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from .emulator import EmulatorThread
 
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops the demo as Ctrl-C does: operator first
+
+    signal.signal(signal.SIGTERM, interrupt)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     kubeconfig = workdir / "kubeconfig"
     demo = Demo(workdir)
-    with EmulatorThread() as emulator:
+    # TLS: kubectl (client-go) sends a bearer token only over HTTPS.
+    with EmulatorThread(tls=True) as emulator:
         emulator.write_kubeconfig(kubeconfig)
         print(f"API emulator serving on {emulator.url} (kubeconfig: {kubeconfig})")
 
