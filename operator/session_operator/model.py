@@ -8,11 +8,14 @@ so a target group of thousands of sessions costs little memory.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 GROUP = "session-operator.io"
 VERSION = "v1alpha1"
@@ -351,12 +354,20 @@ class ActivityClock:
 
     def __init__(self) -> None:
         self._seen: dict[str, tuple[str, datetime]] = {}
+        self._unreadable: dict[str, Any] = {}  # the last unreadable value per session, to warn once
 
     def observe(self, uid: str, raw: Any, now: datetime | None = None) -> datetime | None:
         when = parse_time(raw)
         if when is None:
+            if raw not in (None, "") and self._unreadable.get(uid) != raw:
+                self._unreadable[uid] = raw
+                log.warning(
+                    "Ignored annotation %s=%r on session uid %s: not an RFC 3339 time "
+                    "(for example 2026-11-21T10:00:00Z)", ACTIVITY_ANNOTATION, raw, uid,
+                )
             self._seen.pop(uid, None)
             return None
+        self._unreadable.pop(uid, None)
         seen = self._seen.get(uid)
         if seen is None or seen[0] != raw:
             seen = (str(raw), now or datetime.now(UTC))
@@ -365,3 +376,4 @@ class ActivityClock:
 
     def forget(self, uid: str) -> None:
         self._seen.pop(uid, None)
+        self._unreadable.pop(uid, None)

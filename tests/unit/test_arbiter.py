@@ -536,3 +536,16 @@ def test_never_two_active_and_active_iff_holding(actions) -> None:
     queued = [v for v in world.views() if v.phase == Phase.QUEUED and not v.deleting]
     if queued:
         assert active, "a queue with nobody holding the target"
+
+
+def test_unreadable_activity_is_ignored_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    from session_operator.model import ActivityClock
+
+    clock = ActivityClock()
+    with caplog.at_level("WARNING"):
+        assert clock.observe("u1", "yesterday", T0) is None
+        assert clock.observe("u1", "yesterday", T0) is None
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1
+    assert "session-operator.io/last-activity='yesterday'" in warnings[0]
+    assert clock.observe("u1", "2026-11-21T10:00:00Z", T0) == T0
