@@ -6,6 +6,7 @@ the exclusivity invariant after every single write, not only at the end.
 
 from __future__ import annotations
 
+import copy
 import itertools
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -32,6 +33,7 @@ class World:
         self.uids = itertools.count(1)
         self.plans: list[Plan] = []
         self.activity = ActivityClock()
+        self.history: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
 
     # --- user actions --------------------------------------------------------------------
 
@@ -82,6 +84,10 @@ class World:
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
+
+    def snapshot(self) -> None:
+        """Remember the world as it is now (what a lagging index may still show later)."""
+        self.history.append((copy.deepcopy(self.bodies), copy.deepcopy(self.claim)))
 
     # --- views ---------------------------------------------------------------------------
 
