@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from session_operator.kube import Conflict, Kube, NotFound
+from session_operator.model import FINALIZER
 from support.operator_process import OperatorProcess
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "sessions.session-operator.io.yaml"
@@ -81,3 +82,27 @@ def operator_factory(shared_operator: OperatorProcess, tmp_path: Path) -> Iterat
     yield make
     for process in started:
         process.stop()
+
+
+@pytest.fixture(autouse=True)
+async def _namespaces_can_go(kube: Any) -> Any:
+    """At teardown, take our finalizer off sessions the test left behind, so that its
+    namespaces are deleted even when no operator runs any more (on a real cluster they
+    would otherwise stay Terminating). Torn down after the test's operators stop and
+    before the namespaces are deleted."""
+    yield
+    for namespace in list(kube.created_namespaces):
+        status, listing = await kube.request(
+            "GET", f"/apis/session-operator.io/v1alpha1/namespaces/{namespace}/sessions"
+        )
+        if status != 200:
+            continue
+        for item in listing.get("items", []):
+            finalizers = item["metadata"].get("finalizers") or []
+            if FINALIZER in finalizers:
+                await kube.request(
+                    "PATCH",
+                    f"/apis/session-operator.io/v1alpha1/namespaces/{namespace}/sessions/{item['metadata']['name']}",
+                    json={"metadata": {"finalizers": [f for f in finalizers if f != FINALIZER] or None}},
+                    content_type="application/merge-patch+json",
+                )
