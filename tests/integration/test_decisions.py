@@ -99,6 +99,8 @@ async def test_releasing_the_holder_promotes_queue_in_order(kube: Any, namespace
         items = await s.phases_when_settled(kube, namespace, ["high-a", "high-b", "low"])
     watcher.check()
     assert s.condition(items["high-a"], "Ready")["reason"] == "Promoted"
+    await s.wait_events(kube, namespace, "high-a", [("Normal", "Queued"), ("Normal", "Promoted")])
+    await s.wait_events(kube, namespace, "high-b", [("Normal", "Queued")])  # a head refresh posts nothing
     assert s.phase(items["high-b"]) == "Queued" and items["high-b"]["status"]["queuePosition"] == 1
     assert items["high-b"]["status"]["holder"]["name"] == "high-a"
     if release == "delete":
