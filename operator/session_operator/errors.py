@@ -7,17 +7,13 @@ from __future__ import annotations
 
 
 class ApiError(Exception):
-    """Any failed API call; ``retryable`` says whether trying again later may help."""
+    """Any failed API call (status 0: no answer, e.g. a connection error or a timeout)."""
 
     def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
-
-    @property
-    def retryable(self) -> bool:
-        return self.status in (0, 408, 429, 500, 502, 503, 504)
 
 
 class Conflict(ApiError):

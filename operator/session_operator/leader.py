@@ -28,9 +28,8 @@ The pure decisions (``is_expired``, ``is_held_by``, ``can_acquire``, ``next_spec
 anything with ``get_lease``/``create_lease``/``replace_lease`` (``kube.Kube`` in the
 operator, an in-memory fake in tests). ``run_leading`` ties election to the work.
 
-Errors are classified by their ``status`` attribute (409, 404) rather than by importing
-``kube.Conflict``: importing ``kube`` would pull kubernetes_asyncio into this module's
-import graph, which the import-linter contract in pyproject forbids.
+Errors are the client-free types of ``errors`` (``Conflict``, ``NotFound``), so this
+module never imports the Kubernetes client, as the import-linter contract requires.
 """
 
 from __future__ import annotations
@@ -51,6 +50,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import metrics
+from .errors import ApiError, Conflict, NotFound
 from .model import MANAGED_BY_LABEL, MANAGED_BY_VALUE, format_micro_time
 from .settings import Settings
 
@@ -194,11 +194,6 @@ def lease_namespace(
     return env.get("POD_NAMESPACE", "").strip() or "default"
 
 
-def _status_of(error: BaseException) -> int | None:
-    status = getattr(error, "status", None)
-    return status if isinstance(status, int) else None
-
-
 # The elector ------------------------------------------------------------------------------
 
 
@@ -276,7 +271,7 @@ class LeaderElector:
                     self._lease, next_spec(self._observed, self.identity, self.lease_duration, self._wall_clock())
                 )
             except Exception as e:
-                if _status_of(e) not in (404, 409):
+                if not isinstance(e, NotFound | Conflict):
                     self._problem(f"Could not renew leader lease {self.lease_ref}: {e}", e)
                     return False
                 self._contacted()  # changed or deleted under us: read it and decide again
@@ -287,7 +282,7 @@ class LeaderElector:
         try:
             lease = await self.leases.get_lease(self.namespace, self.name)
         except Exception as e:
-            if _status_of(e) == 404:
+            if isinstance(e, NotFound):
                 self._contacted()
                 return await self._create(started)
             self._problem(f"Could not read leader lease {self.lease_ref}: {e}", e)
@@ -308,7 +303,7 @@ class LeaderElector:
                 lease, next_spec(record, self.identity, self.lease_duration, self._wall_clock())
             )
         except Exception as e:
-            if _status_of(e) == 409:
+            if isinstance(e, Conflict):
                 self._contacted()
                 log.debug("Lost a race to write leader lease %s; reading it again", self.lease_ref)
             else:
@@ -331,7 +326,7 @@ class LeaderElector:
         try:
             created = await self.leases.create_lease(self.namespace, body)
         except Exception as e:
-            if _status_of(e) == 409:
+            if isinstance(e, Conflict):
                 self._contacted()
                 log.debug("Another replica created leader lease %s first", self.lease_ref)
             else:
@@ -369,7 +364,7 @@ class LeaderElector:
         # Log each distinct problem once, not every retry period. API errors and timeouts
         # are expected weather; only something else (a bug) deserves a traceback.
         if message != self._last_problem:
-            unexpected = error is not None and _status_of(error) is None
+            unexpected = error is not None and not isinstance(error, ApiError)
             log.warning("%s", message, exc_info=error if unexpected else None)
             self._last_problem = message
         else:
@@ -444,7 +439,7 @@ class LeaderElector:
                 try:
                     released = await self._replace(self._lease, released_spec(self._observed, self._wall_clock()))
                 except Exception as e:
-                    if _status_of(e) != 409:
+                    if not isinstance(e, Conflict):
                         raise
                     # A renewal cancelled mid-flight may have landed: read, and release
                     # only if the Lease is still ours.

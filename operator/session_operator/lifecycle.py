@@ -32,9 +32,6 @@ class Sweep:
         self._counter = 0
         self._wake = asyncio.Event()
 
-    def __len__(self) -> int:
-        return len(self._due)
-
     def schedule(self, key: Hashable, due: datetime | None) -> None:
         """Record ``key``'s next due time (None: nothing due). Cheap; called after every reconcile."""
         if due is None:

@@ -45,13 +45,6 @@ class WorkQueue(Generic[K]):
         self._base_backoff = base_backoff
         self._max_backoff = max_backoff
 
-    def __len__(self) -> int:
-        return len(self._waiting)
-
-    @property
-    def idle(self) -> bool:
-        return not self._waiting and not self._running
-
     def add(self, key: K) -> None:
         timer = self._timers.pop(key, None)
         if timer is not None:
