@@ -23,21 +23,21 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from typing import Any, Literal, NoReturn, Protocol, cast, get_args, get_origin
 
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from . import __version__, leader, logs, metrics, probes
+from . import __version__, leader, logs, probes
 from .kube import Kube
+from .metrics import Metrics
 from .settings import Settings
 
 log = logging.getLogger("session_operator")
 
 PROG = "session-operator"
-SIGNAL_REASSERT_PERIOD = 1.0
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 ENV_PREFIX = str(Settings.model_config.get("env_prefix") or "SESSION_OPERATOR_")
 # Flags whose name is not simply the field's name with dashes.
@@ -46,15 +46,13 @@ METAVARS = {"namespaces": "NS", "default_archive_after": "DURATION", "default_de
 
 
 class Runtime(Protocol):
-    """What we use of ``session_operator.runtime`` (the kopf side of the operator)."""
+    """What we use of ``session_operator.runtime`` (imported on use: kopf is heavy, and
+    ``--help`` or ``version`` should not need it)."""
 
-    def is_ready(self) -> bool: ...
-
-    async def serve(self, settings: Settings, kube: Kube, *, stop: asyncio.Event) -> None: ...
+    Operator: Any
 
 
 def load_runtime() -> Runtime:
-    # Imported on use: kopf is heavy, and `--help` or `version` should not need it.
     return cast(Runtime, importlib.import_module("session_operator.runtime"))
 
 
@@ -196,37 +194,11 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
 # Running ----------------------------------------------------------------------------------
 
 
-class _State:
-    """What /readyz looks at."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.connected = False
-        self.shutting_down = False
-        self.elector: leader.LeaderElector | None = None
-
-    def readiness(self) -> tuple[bool, str]:
-        runtime = load_runtime()
-        elector = self.elector
-        return probes.readiness_verdict(
-            connected=self.connected,
-            shutting_down=self.shutting_down,
-            leader_election=self.settings.leader_elect,
-            leading=elector is not None and elector.is_leader,
-            runtime_ready=runtime.is_ready(),
-            standby_healthy=elector is not None and elector.healthy(),
-        )
-
-
 class _Signals:
     """SIGTERM/SIGINT set ``stop``; a second one cancels the run at once.
 
-    kopf.operator(), started by the runtime in the main thread, replaces the loop's SIGINT
-    and SIGTERM handlers with its own (which stop kopf only, bypassing our orderly
-    shutdown, and arm a SIGKILL after ``ultimate_exiting_timeout``). ``keep()`` puts ours
-    back every ``SIGNAL_REASSERT_PERIOD`` seconds. Should a signal reach kopf's handler in
-    that window, the runtime passes kopf's stop on to ``stop``, so either way the
-    shutdown is the same.
+    (kopf runs on a thread of its own, where it installs no signal handlers, so these
+    stay the only ones.)
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -254,11 +226,6 @@ class _Signals:
                 if signum not in self.installed:
                     self.installed.append(signum)
 
-    async def keep(self) -> None:
-        while True:
-            await asyncio.sleep(SIGNAL_REASSERT_PERIOD)
-            self.install()
-
     def remove(self) -> None:
         loop = asyncio.get_running_loop()
         for signum in self.installed:
@@ -270,12 +237,11 @@ async def run(settings: Settings, kubeconfig: str | None = None) -> int:
     """The ``run`` command once settings and logging are in place; returns the exit code."""
     runtime = load_runtime()
     stop = asyncio.Event()
-    state = _State(settings)
+    readiness = probes.Readiness(leader_election=settings.leader_elect)
     current = asyncio.current_task()
     assert current is not None
     signals = _Signals(stop, current)
     signals.install()
-    keeping = asyncio.ensure_future(signals.keep())
     namespaces = ", ".join(settings.namespaces) or "all"
     log.info("Starting %s %s (namespaces: %s)", PROG, __version__, namespaces)
     try:
@@ -284,45 +250,38 @@ async def run(settings: Settings, kubeconfig: str | None = None) -> int:
         except Exception as e:
             log.error("Could not load the Kubernetes configuration: %s", e)
             return EXIT_FAILURE
-        state.connected = True
+        readiness.connected = True
         try:
-            return await _run_connected(settings, kube, state, stop, runtime.serve)
+            return await _run_connected(settings, kube, readiness, stop, runtime)
         finally:
-            state.connected = False
+            readiness.connected = False
             await kube.close()
     finally:
-        keeping.cancel()
         signals.remove()
 
 
-Serve = Callable[..., Awaitable[None]]
-
-
-async def _run_connected(settings: Settings, kube: Kube, state: _State, stop: asyncio.Event, serve: Serve) -> int:
+async def _run_connected(
+    settings: Settings, kube: Kube, readiness: probes.Readiness, stop: asyncio.Event, runtime: Runtime
+) -> int:
+    metrics = Metrics()
     try:
-        servers = await probes.start(settings, state.readiness)
+        servers = await probes.start(settings, readiness, metrics)
     except OSError as e:
         log.error("Could not serve metrics and health probes on %s: %s", settings.bind_address, e)
         return EXIT_FAILURE
     try:
-        if not settings.leader_elect:
-            metrics.LEADER.set(1)
+        operator = runtime.Operator(settings, kube, metrics=metrics, readiness=readiness)
+        elector = None
+        if settings.leader_elect:
+            elector = leader.LeaderElector(settings, kube)
+            readiness.leader = lambda: elector.holder if elector is not None else ""
+            log.info("Waiting for leader lease %s as %s", elector.lease_ref, elector.identity)
+        else:
             log.info("Leader election is off; serving at once")
-            try:
-                await serve(settings, kube, stop=stop)
-            finally:
-                metrics.LEADER.set(0)
-            if not stop.is_set():
-                log.error("The operator stopped by itself; exiting")
-                return EXIT_FAILURE
-            return EXIT_OK
-
-        elector = leader.LeaderElector(settings, kube)
-        state.elector = elector
-        log.info("Waiting for leader lease %s as %s", elector.lease_ref, elector.identity)
         try:
-            await leader.run_leading(elector, lambda: serve(settings, kube, stop=stop), stop=stop)
+            await operator.run(stop, elector)
         except leader.LeadershipLost:
+            assert elector is not None
             log.error("Lost leadership of lease %s; exiting", elector.lease_ref)
             return EXIT_FAILURE
         if not stop.is_set():
@@ -333,7 +292,7 @@ async def _run_connected(settings: Settings, kube: Kube, state: _State, stop: as
         log.exception("The operator failed")
         return EXIT_FAILURE
     finally:
-        state.shutting_down = True
+        readiness.shutting_down = True
         await servers.stop()
         log.info("Stopped")
 

@@ -84,14 +84,25 @@ class Transition:
     first_decision: bool  # the session had no phase before: observe decision latency
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class StatusWrite:
+    """Write ``status`` to a session, conditional on the resourceVersion it was decided on."""
+
     session: SessionView
-    status: dict[str, Any]
+    status: dict[str, Any] = field(hash=False)
     transition: Transition | None
-    # "demote": leaves Active, written before the claim changes; "activate": becomes
-    # Active, written after; "other": anything else.
+    # "demote": leaves Active (or is the claim holder losing the claim), written before
+    # the claim changes; "activate": becomes Active, written after; "other": anything else.
     kind: Literal["demote", "activate", "other"]
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """A status write with no change, conditional on ``session``'s resourceVersion: "the
+    claim holder is still as this plan saw it". Comes before the claim moves away from a
+    holder that has no status write of its own in the plan."""
+
+    session: SessionView
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,26 +112,70 @@ class ClaimChange:
     claim: Claim | None  # the claim the change is conditional on (None for create)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
+class DropFinalizer:
+    """Remove the finalizer that earlier versions put on sessions (see model.LEGACY_FINALIZER)."""
+
+    session: SessionView
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteSession:
+    """Retention: delete exactly this object (uid and resourceVersion preconditions)."""
+
+    session: SessionView
+
+
+Step = StatusWrite | Fence | ClaimChange | DropFinalizer | DeleteSession
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
-    writes: list[StatusWrite] = field(default_factory=list)
-    claim_change: ClaimChange | None = None
-    add_finalizer: list[SessionView] = field(default_factory=list)
-    remove_finalizer: list[SessionView] = field(default_factory=list)
-    delete: list[SessionView] = field(default_factory=list)
-    # The claim's current holder, when the claim moves away from it and no status write
-    # for it is planned: a conditional no-op write on it comes before the claim change,
-    # so that a plan made on a stale view of the holder fails instead of doing harm.
-    fence: SessionView | None = None
+    """What to write, as data: ``stages`` run one after the other, in order; the steps of
+    one stage are independent of each other and may run in any order, or at once.
+
+    The order of stages is the safety protocol (rule 1 at every instant):
+
+    1. demotions: sessions leaving Active, and the claim holder the claim moves away
+       from (its demotion, or a ``Fence``), each conditional on the version decided on;
+    2. the one claim change (create / transfer / confirm / release), conditional;
+    3. the activation, if any;
+    4. every other status write, and legacy finalizer removals;
+    5. retention deletions.
+
+    A step that loses its race (409) ends the plan: the caller re-reads and decides again.
+    """
+
+    stages: tuple[tuple[Step, ...], ...] = ()
     next_due: datetime | None = None
-    holder: SessionView | None = None  # who holds the target once the plan is applied
 
     @property
     def empty(self) -> bool:
-        return not (
-            self.writes or self.claim_change or self.add_finalizer or self.remove_finalizer or self.delete
-            or self.fence
-        )
+        return not self.stages
+
+    @property
+    def steps(self) -> list[Step]:
+        return [step for stage in self.stages for step in stage]
+
+    @property
+    def writes(self) -> list[StatusWrite]:
+        return [step for step in self.steps if isinstance(step, StatusWrite)]
+
+    @property
+    def claim_change(self) -> ClaimChange | None:
+        return next((step for step in self.steps if isinstance(step, ClaimChange)), None)
+
+    @property
+    def fence(self) -> SessionView | None:
+        return next((step.session for step in self.steps if isinstance(step, Fence)), None)
+
+    @property
+    def delete(self) -> list[SessionView]:
+        return [step.session for step in self.steps if isinstance(step, DeleteSession)]
+
+    @property
+    def drop_finalizer(self) -> list[SessionView]:
+        return [step.session for step in self.steps if isinstance(step, DropFinalizer)]
 
 
 @dataclass(slots=True)
@@ -160,7 +215,8 @@ class _Group:
         self.holder: SessionView | None = None
         self.holder_since: str | None = None
         self.due: list[datetime] = []
-        self.plan = Plan()
+        self.claim_change: ClaimChange | None = None
+        self.deletions: list[SessionView] = []
 
     @property
     def target(self) -> str:
@@ -286,14 +342,10 @@ def decide(
     for session in undecided:
         _evaluate(group, session, queue)
 
-    # Finalise: queue positions, claim change, finalizers, rendering.
+    # Finalise: queue positions, the claim change, and the plan's stages.
     _queue_positions(group, queue)
     _claim_change(group, claim_holder)
-    _finalizers(group)
-    _render(group, claim_holder)
-    group.plan.holder = group.holder
-    group.plan.next_due = min(group.due) if group.due else None
-    return group.plan
+    return Plan(stages=_stages(group, claim_holder), next_due=min(group.due) if group.due else None)
 
 
 def _claim_holder(sessions: Sequence[SessionView], claim: Claim | None) -> SessionView | None:
@@ -559,7 +611,7 @@ def _retention(group: _Group, session: SessionView, outcome: _Outcome | None = N
     delete_after = group.delete_after(session)
     archived_at = parse_time(fields.get("archivedAt")) or group.now
     if delete_after is not None and group.deadline(archived_at + delete_after):
-        group.plan.delete.append(session)
+        group.deletions.append(session)
 
 
 def _previous_outcome(session: SessionView) -> _Outcome:
@@ -615,51 +667,37 @@ def _claim_change(group: _Group, claim_holder: SessionView | None) -> None:
     claim = group.claim
     if final is None:
         if claim is not None:
-            group.plan.claim_change = ClaimChange("release", None, claim)
+            group.claim_change = ClaimChange("release", None, claim)
         return
     if claim is None:
-        group.plan.claim_change = ClaimChange("create", final, None)
+        group.claim_change = ClaimChange("create", final, None)
     elif claim_holder is not final:
-        group.plan.claim_change = ClaimChange("transfer", final, claim)
+        group.claim_change = ClaimChange("transfer", final, claim)
     elif final.phase != Phase.ACTIVE or not final.decided:
         # Becomes Active (again) while already named in the claim: a conditional write to
         # the claim first, so that a concurrent transfer and this activation cannot both win.
         outcome = group.outcomes.get(final.uid)
         if outcome is not None and outcome.transition:
-            group.plan.claim_change = ClaimChange("confirm", final, claim)
+            group.claim_change = ClaimChange("confirm", final, claim)
 
 
-def _finalizers(group: _Group) -> None:
-    """A finalizer only on sessions that hold or wait for the claim."""
-    plan = group.plan
-    deleting_ids = {s.uid for s in plan.delete}
-    for session in group.sessions:
-        phase = group.phase_of(session)
-        needs = (
-            not session.deleting
-            and session.uid not in deleting_ids
-            and phase in (Phase.ACTIVE, Phase.QUEUED)
-        )
-        if needs and not session.has_finalizer:
-            plan.add_finalizer.append(session)
-        elif not needs and session.has_finalizer:
-            plan.remove_finalizer.append(session)
-
-
-def _render(group: _Group, claim_holder: SessionView | None) -> None:
-    """Turn outcomes into full status documents and order the writes.
+def _stages(group: _Group, claim_holder: SessionView | None) -> tuple[tuple[Step, ...], ...]:
+    """Turn outcomes into full status documents and put every write in its stage.
 
     The claim's current holder, if the claim moves away from it, is always written
     first ("demote"), whatever this plan believes its phase to be: the write is
     conditional on the version the plan saw, so if that view was stale (it became
     Active meanwhile, through another operator) the plan fails before the claim moves.
     """
+    change = group.claim_change
     losing = (
         claim_holder
-        if claim_holder is not None and group.plan.claim_change is not None
-        and group.plan.claim_change.op in ("transfer", "release")
+        if claim_holder is not None and change is not None and change.op in ("transfer", "release")
         else None
     )
+    demote: list[Step] = []
+    activate: list[Step] = []
+    other: list[Step] = []
     for session in group.sessions:
         outcome = group.outcomes.get(session.uid)
         if outcome is None:
@@ -679,18 +717,22 @@ def _render(group: _Group, claim_holder: SessionView | None) -> None:
             )
         was_active = session.phase == Phase.ACTIVE
         is_active = outcome.phase is Phase.ACTIVE
-        kind: Literal["demote", "activate", "other"]
         if (was_active and not is_active) or session is losing:
-            kind = "demote"
+            demote.append(StatusWrite(session, status, transition, "demote"))
         elif is_active and (not was_active or outcome.transition):
-            kind = "activate"
+            activate.append(StatusWrite(session, status, transition, "activate"))
         else:
-            kind = "other"
-        group.plan.writes.append(StatusWrite(session, status, transition, kind))
-    order = {"demote": 0, "activate": 1, "other": 2}
-    group.plan.writes.sort(key=lambda w: order[w.kind])
-    if losing is not None and not any(w.session is losing for w in group.plan.writes):
-        group.plan.fence = losing
+            other.append(StatusWrite(session, status, transition, "other"))
+    if losing is not None and not any(isinstance(w, StatusWrite) and w.session is losing for w in demote):
+        demote.append(Fence(losing))
+    # Sessions from earlier versions carry a finalizer that nothing needs any more: the
+    # claim already tells a returning operator that its holder is gone.
+    deleting = {s.uid for s in group.deletions}
+    other.extend(DropFinalizer(s) for s in group.sessions if s.has_finalizer and s.uid not in deleting)
+    claim: list[Step] = [change] if change is not None else []
+    retention: list[Step] = [DeleteSession(s) for s in group.deletions]
+    stages = (demote, claim, activate, other, retention)
+    return tuple(tuple(stage) for stage in stages if stage)
 
 
 def _status(group: _Group, session: SessionView, outcome: _Outcome) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -32,7 +32,6 @@ __all__ = ["ApiError", "Conflict", "Kube", "NotFound"]
 log = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
-JSON_PATCH = "application/json-patch+json"
 # Bounded so that a hung connection never stalls a reconcile worker for long.
 REQUEST_TIMEOUT = 30.0
 
@@ -134,6 +133,47 @@ class Kube:
             raise _error_from(status, str(status), data)
         parsed: dict[str, Any] = json.loads(data) if data else {}
         return parsed
+
+    async def watch(
+        self, path: str, query: Mapping[str, str], *, idle_timeout: float
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Stream a watch: one decoded event (``{"type", "object"}``) at a time.
+
+        Ends when the server closes the stream (``timeoutSeconds``); raises ``ApiError``
+        for an error answer, and for a stream silent for ``idle_timeout`` seconds.
+        """
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=idle_timeout)
+        try:
+            response = await self._api.call_api(
+                path,
+                "GET",
+                query_params=[*query.items(), ("watch", "true")],
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=timeout,
+            )
+        except ApiException as e:
+            raise _error_from(int(e.status or 0), str(e.reason or ""), e.body) from e
+        except (TimeoutError, OSError, aiohttp.ClientError) as e:
+            raise ApiError(0, "ConnectionError", str(e) or type(e).__name__) from e
+        try:
+            if response.status >= 400:
+                raise _error_from(response.status, str(response.status), await response.read())
+            buffer = b""
+            # Lines can be longer than aiohttp's line limit; split them ourselves.
+            async for chunk in response.content.iter_any():
+                buffer += chunk
+                while (end := buffer.find(b"\n")) >= 0:
+                    line, buffer = buffer[:end], buffer[end + 1 :]
+                    if line.strip():
+                        yield json.loads(line)
+            if buffer.strip():
+                yield json.loads(buffer)
+        except (TimeoutError, OSError, aiohttp.ClientError) as e:
+            raise ApiError(0, "ConnectionError", str(e) or type(e).__name__) from e
+        finally:
+            response.release()
 
     # Sessions ---------------------------------------------------------------------------
 

@@ -49,9 +49,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import metrics
 from .errors import ApiError, Conflict, NotFound
-from .model import MANAGED_BY_LABEL, MANAGED_BY_VALUE, format_micro_time
+from .model import format_micro_time
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,6 +59,9 @@ LEASE_API_VERSION = "coordination.k8s.io/v1"
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 # client-go waits retry_period * (1 + random * 1.2) between attempts to acquire.
 JITTER_FACTOR = 1.2
+# The leader Lease's own labels. Not the claims' managed-by label: the claim watch selects
+# on that one, and must never receive the leader's renewals (one every retry period).
+LEADER_LABELS = {"app.kubernetes.io/name": "session-operator", "app.kubernetes.io/component": "leader-election"}
 
 
 class LeaseApi(Protocol):
@@ -257,7 +259,6 @@ class LeaderElector:
 
     def _set_leading(self, leading: bool) -> None:
         self._leading = leading
-        metrics.LEADER.set(1 if leading else 0)
 
     # One attempt ------------------------------------------------------------------------
 
@@ -319,7 +320,7 @@ class LeaderElector:
             "metadata": {
                 "name": self.name,
                 "namespace": self.namespace,
-                "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE},
+                "labels": dict(LEADER_LABELS),
             },
             "spec": next_spec(None, self.identity, self.lease_duration, self._wall_clock()),
         }
@@ -337,6 +338,11 @@ class LeaderElector:
 
     async def _replace(self, lease: Mapping[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
         metadata = dict(lease.get("metadata") or {})
+        # Our labels on every write, so that a Lease written by an earlier version (with
+        # the claims' label) stops reaching the claim watch at its first renewal.
+        metadata["labels"] = {**(metadata.get("labels") or {}), **LEADER_LABELS}
+        if metadata["labels"].get("app.kubernetes.io/managed-by") == "session-operator":
+            del metadata["labels"]["app.kubernetes.io/managed-by"]
         body = {
             "apiVersion": LEASE_API_VERSION,
             "kind": "Lease",
@@ -514,5 +520,5 @@ async def run_leading(elector: LeaderElector, work: Callable[[], Awaitable[None]
         for task in (working, holding, stopping):
             task.cancel()
         await asyncio.gather(working, holding, stopping, return_exceptions=True)
-        if elector.is_leader:  # cancelled from outside: do not leave the gauge at 1
+        if elector.is_leader:  # cancelled from outside: do not claim to lead any more
             elector._set_leading(False)

@@ -8,14 +8,11 @@ so a target group of thousands of sessions costs little memory.
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
-
-log = logging.getLogger(__name__)
+from typing import Any, Protocol
 
 GROUP = "session-operator.io"
 VERSION = "v1alpha1"
@@ -30,9 +27,12 @@ HOLDER_UID_ANNOTATION = f"{ANNOTATION_PREFIX}/holder-uid"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "session-operator"
 CLAIM_PREFIX = "session-target-"
-# Held only by sessions that hold or wait for a claim, so that deleting one releases the
-# target (and promotes its queue) even when the operator is down at the time.
-FINALIZER = f"{ANNOTATION_PREFIX}/claim"
+# Earlier versions put this finalizer on sessions that held or waited for a claim. It
+# bought nothing the claim does not: a claim whose holder is gone is released when the
+# operator sees it, whether the holder went while it ran or while it was down. It cost a
+# write and a watch event per session and blocked namespace deletion while no operator
+# ran, so the operator now only removes it where it finds it.
+LEGACY_FINALIZER = f"{ANNOTATION_PREFIX}/claim"
 
 
 class Phase(StrEnum):
@@ -245,6 +245,12 @@ def parse_spec(raw: Any) -> Spec:
     )
 
 
+class ActivityObserver(Protocol):
+    """Turns a session's activity annotation into the time it counts for (cache.ActivityClock)."""
+
+    def observe(self, uid: str, raw: Any, now: datetime | None = None) -> datetime | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class SessionView:
     """What the arbiter needs of one session: identity, spec, and the status it shows."""
@@ -265,7 +271,7 @@ class SessionView:
 
     @property
     def has_finalizer(self) -> bool:
-        return FINALIZER in self.finalizers
+        return LEGACY_FINALIZER in self.finalizers
 
     @property
     def phase(self) -> str | None:
@@ -290,7 +296,7 @@ class SessionView:
         return self.spec.profile if self.spec is not None else ""
 
     @classmethod
-    def from_body(cls, body: Any, activity: ActivityClock | None = None, now: datetime | None = None) -> SessionView:
+    def from_body(cls, body: Any, activity: ActivityObserver | None = None, now: datetime | None = None) -> SessionView:
         metadata = body.get("metadata") or {}
         raw_spec = body.get("spec") or {}
         try:
@@ -342,38 +348,3 @@ class Claim:
             resource_version=str(metadata.get("resourceVersion") or ""),
             transitions=int(spec.get("leaseTransitions") or 0),
         )
-
-
-class ActivityClock:
-    """Pins each activity annotation value to the time it was first seen.
-
-    A time in the future counts as now, and "now" must be when the operator first saw
-    that value, not every later moment: otherwise an annotation set far ahead would keep
-    a session from ever going idle. Keeps one entry per session (its latest value).
-    """
-
-    def __init__(self) -> None:
-        self._seen: dict[str, tuple[str, datetime]] = {}
-        self._unreadable: dict[str, Any] = {}  # the last unreadable value per session, to warn once
-
-    def observe(self, uid: str, raw: Any, now: datetime | None = None) -> datetime | None:
-        when = parse_time(raw)
-        if when is None:
-            if raw not in (None, "") and self._unreadable.get(uid) != raw:
-                self._unreadable[uid] = raw
-                log.warning(
-                    "Ignored annotation %s=%r on session uid %s: not an RFC 3339 time "
-                    "(for example 2026-11-21T10:00:00Z)", ACTIVITY_ANNOTATION, raw, uid,
-                )
-            self._seen.pop(uid, None)
-            return None
-        self._unreadable.pop(uid, None)
-        seen = self._seen.get(uid)
-        if seen is None or seen[0] != raw:
-            seen = (str(raw), now or datetime.now(UTC))
-            self._seen[uid] = seen
-        return min(when, seen[1])
-
-    def forget(self, uid: str) -> None:
-        self._seen.pop(uid, None)
-        self._unreadable.pop(uid, None)

@@ -5,8 +5,7 @@ number). They run on the operator's event loop, so an answer from ``/healthz`` i
 the proof that the loop is responsive; a blocked loop answers nothing and the kubelet's
 probe timeout fails it.
 
-``/readyz`` asks a ``readiness()`` callable for ``(ready, reason)``; ``readiness_verdict``
-below is the pure rule the entry point uses for it.
+``/readyz`` asks a ``Readiness`` object, which the operator keeps up to date.
 """
 
 from __future__ import annotations
@@ -16,44 +15,50 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from . import metrics
+from .metrics import Metrics
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-Readiness = Callable[[], tuple[bool, str]]
+@dataclass
+class Readiness:
+    """What ``/readyz`` answers: ready only when this replica can decide.
+
+    That is: connected, its cache of sessions and claims filled from a full listing, and
+    leading (or running without leader election). A standby is live (``/healthz``) but
+    not ready, so that a readiness-gated Service or dashboard points at the one replica
+    that acts.
+    """
+
+    leader_election: bool
+    connected: bool = False
+    synced: bool = False
+    leading: bool = False
+    shutting_down: bool = False
+    leader: Callable[[], str] = field(default=lambda: "", repr=False)  # who leads, as last seen
+
+    def verdict(self) -> tuple[bool, str]:
+        if self.shutting_down:
+            return False, "shutting down"
+        if not self.connected:
+            return False, "not connected to the API server"
+        if not self.synced:
+            return False, "the cache of sessions and claims is not filled yet"
+        if self.leader_election and not self.leading:
+            holder = self.leader()
+            return False, f"standby: {holder} leads" if holder else "standby: waiting for the leader lease"
+        return True, "ok: leading" if self.leader_election else "ok"
+
+
 _READINESS: web.AppKey[Readiness] = web.AppKey("readiness")
+_REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("registry")
 
 
-def readiness_verdict(
-    *,
-    connected: bool,
-    shutting_down: bool = False,
-    leader_election: bool,
-    leading: bool,
-    runtime_ready: bool,
-    standby_healthy: bool,
-) -> tuple[bool, str]:
-    """Ready when connected and either leading (or not electing) with filled caches, or a
-    healthy standby (one that reads the leader Lease), so that a rollout of standbys is not
-    held up by the one replica that may lead."""
-    if shutting_down:
-        return False, "shutting down"
-    if not connected:
-        return False, "not connected to the API server"
-    if leading or not leader_election:
-        if runtime_ready:
-            return True, "ok: leading" if leader_election else "ok"
-        return False, "caches are not filled yet"
-    if standby_healthy:
-        return True, "ok: standby"
-    return False, "standby cannot read the leader lease"
-
-
-def metrics_app() -> web.Application:
+def metrics_app(metrics: Metrics) -> web.Application:
     app = web.Application()
+    app[_REGISTRY] = metrics.registry
     app.router.add_get("/metrics", _metrics)
     return app
 
@@ -67,7 +72,8 @@ def health_app(readiness: Readiness) -> web.Application:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    registry = request.app[_REGISTRY]
+    return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -77,7 +83,7 @@ async def _healthz(request: web.Request) -> web.Response:
 async def _readyz(request: web.Request) -> web.Response:
     readiness = request.app[_READINESS]
     try:
-        ready, reason = readiness()
+        ready, reason = readiness.verdict()
     except Exception as e:  # a probe must answer, whatever the check does
         log.exception("Readiness check failed")
         return web.Response(status=503, text=f"readiness check failed: {e}")
@@ -116,17 +122,18 @@ async def _serve(app: web.Application, host: str, port: int) -> tuple[web.AppRun
     return runner, bound
 
 
-async def start(settings: Settings, readiness: Readiness) -> Probes:
+async def start(settings: Settings, readiness: Readiness, metrics: Metrics) -> Probes:
     """Bind and serve; raises OSError if a port is taken (nothing is left running then)."""
     host = settings.bind_address
     if settings.metrics_port and settings.metrics_port == settings.health_port:
         app = health_app(readiness)
+        app[_REGISTRY] = metrics.registry
         app.router.add_get("/metrics", _metrics)
         runner, port = await _serve(app, host, settings.metrics_port)
         log.info("Serving metrics and health probes on %s:%d", host, port)
         return Probes(metrics_port=port, health_port=port, _runners=[runner])
 
-    metrics_runner, metrics_port = await _serve(metrics_app(), host, settings.metrics_port)
+    metrics_runner, metrics_port = await _serve(metrics_app(metrics), host, settings.metrics_port)
     try:
         health_runner, health_port = await _serve(health_app(readiness), host, settings.health_port)
     except BaseException:

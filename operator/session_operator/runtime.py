@@ -1,159 +1,163 @@
-"""One operator run: kopf (watching, indexing), the reconcile queue, the sweep, the event poster.
+"""One operator process's work, built in dependency order (nothing refers to anything built later).
 
-``serve`` is what the leader runs; it returns once ``stop`` is set and everything it
-started has stopped, so a replica that loses leadership stops acting at once.
+    informers ──> cache <── reconciler ──> executor ──> API
+        │                      ▲
+        └── changed keys ──> work queue (reconciles, retries, deadlines)
+
+* The informers and kopf run for the whole process, on every replica, so a standby's
+  cache is warm and it decides at once when it takes over.
+* The work queue, its workers and the event poster run only while this replica leads
+  (always, without leader election), and only once the cache is filled. The first thing
+  a new leader does is reconcile every target it knows: a full resync, so nothing that
+  happened while no one led is missed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
 from typing import Any
 
-import kopf
-
-from . import metrics
+from . import kopf_adapter, leader
 from .arbiter import Defaults
-from .handlers import TargetKey, Wiring
+from .cache import ClusterView, TargetKey
+from .events import EventPoster
+from .informer import Informer
 from .kube import Kube
-from .lifecycle import Sweep
-from .model import ANNOTATION_PREFIX, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ActivityClock
-from .reconciler import EventPoster, Reconciler
+from .metrics import Metrics
+from .model import GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE, PLURAL, VERSION
+from .probes import Readiness
+from .reconciler import Reconciler
 from .settings import Settings
 from .workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
-_ready = False
+CLAIM_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
 
 
-def is_ready() -> bool:
-    """True once kopf has started and the session index has been filled."""
-    return _ready
+class OperatorStopped(RuntimeError):
+    """A part that must run for the whole process (an informer, kopf) ended by itself."""
 
 
-def kopf_settings(settings: Settings) -> kopf.OperatorSettings:
-    config = kopf.OperatorSettings()
-    # Leader election is ours (a Lease, with fencing); kopf's peering is not leader
-    # election, so it is switched off.
-    config.peering.standalone = True
-    # kopf keeps its own bookkeeping in annotations under our prefix, never in status
-    # (we register no change-detecting handlers, so in practice it writes none).
-    config.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
-    config.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
-    )
-    config.persistence.finalizer = f"{ANNOTATION_PREFIX}/kopf"
-    # Events are ours: one per transition, posted by the reconciler. kopf's own per-handler
-    # events would add noise to `kubectl describe`.
-    config.posting.enabled = False
-    # kopf 1.45 has no time-based batching window any more (events are handled as they
-    # come), so there is none to tune. Its per-object workers here only index and enqueue
-    # (microseconds each); a worker lingers idle_timeout after an object's last event
-    # holding its slot, so with the default 5 s and a limit, a burst of thousands of new
-    # sessions would queue behind lingering workers (measured: ~50 objects/s at 256/5 s).
-    # Workers exit almost at once instead, and the limit bounds memory during a start-up
-    # listing of many thousands of sessions; the real concurrency limit is our own
-    # reconcile queue (--workers).
-    config.queueing.worker_limit = 1000
-    config.queueing.idle_timeout = 0.2
-    # Ask the API server to end watches every few minutes and give up on a silent
-    # stream a little later: silent watch hangs are a known failure mode.
-    config.watching.server_timeout = 300
-    config.watching.client_timeout = 330
-    config.watching.connect_timeout = 10
-    # Only claim Leases, filtered by the API server: a cluster has a Lease per node in
-    # kube-node-lease renewed every few seconds, which we must not even receive.
-    config.watching.label_selectors["coordination.k8s.io", "leases"] = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
-    config.networking.request_timeout = 60
-    config.networking.connect_timeout = 10
-    return config
+class Operator:
+    def __init__(self, settings: Settings, kube: Kube, *, metrics: Metrics, readiness: Readiness) -> None:
+        self._settings = settings
+        self._kube = kube
+        self._metrics = metrics
+        self._readiness = readiness
+        self._leading = False
+        self.cache = ClusterView()
+        self.events = EventPoster(kube, settings.identity or f"{socket.gethostname()}_{os.getpid()}", metrics)
+        self.reconciler = Reconciler(
+            self.cache,
+            kube,
+            defaults=Defaults(archive_after=settings.archive_after, delete_after=settings.delete_after),
+            events=self.events,
+            metrics=metrics,
+            concurrency=settings.write_concurrency,
+        )
+        self.queue: WorkQueue[TargetKey] = WorkQueue(
+            self.reconciler.reconcile, workers=settings.workers, due_batch=settings.delete_batch_size
+        )
+        self.informers = self._informers()
+        metrics.observe(self.cache, self.queue)
 
+    def _informers(self) -> list[Informer]:
+        scopes: list[str | None] = list(self._settings.namespaces) or [None]
+        informers = []
+        for namespace in scopes:
+            where = f"/namespaces/{namespace}" if namespace else ""
+            informers.append(Informer(
+                self._kube, what="sessions", namespace=namespace, sink=self.cache.session_sink,
+                path=f"/apis/{GROUP}/{VERSION}{where}/{PLURAL}", changed=self._changed,
+            ))
+            informers.append(Informer(
+                self._kube, what="claims", namespace=namespace, sink=self.cache.claim_sink,
+                path=f"/apis/coordination.k8s.io/v1{where}/leases", label_selector=CLAIM_SELECTOR,
+                changed=self._changed,
+            ))
+        return informers
 
-async def serve(settings: Settings, kube: Kube, *, stop: asyncio.Event) -> None:
-    global _ready
-    activity = ActivityClock()
-    instance = settings.identity or f"{socket.gethostname()}_{os.getpid()}"
-    events = EventPoster(kube, instance)
-    defaults = Defaults(archive_after=settings.archive_after, delete_after=settings.delete_after)
+    def _changed(self, keys: set[TargetKey]) -> None:
+        if self._leading:
+            for key in keys:
+                self.queue.add(key)
 
-    queue: WorkQueue[TargetKey]
-    sweep: Sweep
-    reconciler: Reconciler
+    async def run(self, stop: asyncio.Event, elector: leader.LeaderElector | None = None) -> None:
+        """Watch until ``stop``; reconcile while leading. Raises ``leader.LeadershipLost``
+        when leadership is lost, and ``OperatorStopped`` if a part ends by itself."""
+        kopf = kopf_adapter.KopfThread(self._kube.credentials, self._settings.namespaces)
+        background = {
+            asyncio.create_task(informer.run(), name=f"informer {informer.what}") for informer in self.informers
+        }
+        background.add(asyncio.create_task(self._mark_synced(), name="synced"))
+        kopf_done = kopf.start()
+        if elector is None:
+            work = asyncio.create_task(self._lead(stop), name="lead")
+        else:
+            work = asyncio.create_task(leader.run_leading(elector, lambda: self._lead(stop), stop=stop), name="elect")
+        try:
+            while True:
+                done, _ = await asyncio.wait({work, kopf_done, *background}, return_when=asyncio.FIRST_COMPLETED)
+                if work in done:
+                    work.result()  # LeadershipLost, or the work's own failure
+                    return
+                if kopf_done in done:
+                    error = kopf_done.exception()
+                    raise OperatorStopped(f"kopf stopped unexpectedly: {error!r}")
+                for task in done & background:
+                    if task.get_name() == "synced":
+                        background.discard(task)
+                        continue
+                    error = None if task.cancelled() else task.exception()
+                    raise OperatorStopped(f"{task.get_name()} stopped unexpectedly: {error!r}")
+        finally:
+            self._readiness.synced = False
+            for task in (work, *background):
+                task.cancel()
+            await asyncio.gather(work, *background, return_exceptions=True)
+            await kopf.stop()
 
-    def enqueue(key: Any) -> None:
-        queue.add(key)
+    async def _mark_synced(self) -> None:
+        await asyncio.gather(*(informer.synced.wait() for informer in self.informers))
+        for informer in self.informers:
+            self._metrics.watch_lists.labels(resource=informer.what.split()[0]).inc(informer.lists)
+        self._readiness.synced = True
+        log.info(
+            "Filled the cache: %d sessions and %d claims in %s",
+            len(self.cache), self.cache.claim_count, ", ".join(self._settings.namespaces) or "all namespaces",
+        )
 
-    sweep = Sweep(enqueue, batch_size=settings.delete_batch_size)
-    wiring = Wiring(
-        enqueue=enqueue,
-        forget=lambda uid: reconciler.forget(uid),
-        activity=activity,
-        credentials=kube.credentials,
-    )
-    reconciler = Reconciler(
-        kube,
-        sessions=wiring.sessions,
-        claims=wiring.claim,
-        defaults=defaults,
-        activity=activity,
-        events=events,
-        schedule=sweep.schedule,
-    )
-    queue = WorkQueue(reconciler.reconcile, workers=settings.workers)
-    metrics.set_session_source(
-        lambda: ((view.namespace, view.phase or "Undecided") for view in wiring.all_sessions())
-    )
-
-    ready_flag = asyncio.Event()
-    kopf_stop = asyncio.Event()
-    namespaces = list(settings.namespaces)
-    operator_task: asyncio.Task[Any] = asyncio.create_task(
-        kopf.operator(
-            registry=wiring.registry,
-            settings=kopf_settings(settings),
-            standalone=True,
-            clusterwide=not namespaces,
-            namespaces=namespaces,
-            stop_flag=kopf_stop,
-            ready_flag=ready_flag,
-        ),
-        name="kopf",
-    )
-    tasks = [
-        asyncio.create_task(queue.run(), name="reconcile-queue"),
-        asyncio.create_task(sweep.run(), name="lifecycle-sweep"),
-        asyncio.create_task(events.run(), name="event-poster"),
-    ]
-    stop_task: asyncio.Task[Any] = asyncio.create_task(stop.wait(), name="stop")
-    ready_task: asyncio.Task[Any] = asyncio.create_task(ready_flag.wait(), name="kopf-ready")
-    try:
-        done, _ = await asyncio.wait({operator_task, stop_task, ready_task}, return_when=asyncio.FIRST_COMPLETED)
-        if ready_task in done and not stop.is_set():
-            _ready = True
-            log.info("Started reconciling sessions in %s", ", ".join(namespaces) or "all namespaces")
-            await asyncio.wait({operator_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-        if operator_task.done() and not stop.is_set():
-            exc = operator_task.exception()
-            if exc is not None:
-                raise RuntimeError(f"kopf stopped unexpectedly: {exc!r}") from exc
-            # kopf installs its own SIGTERM/SIGINT handlers (replacing the caller's) and
-            # ends cleanly on them: pass the request on, so the caller shuts down in order.
-            log.info("Received a stop signal")
-            stop.set()
-    finally:
-        _ready = False
-        # Stop acting first (no new writes), then let kopf close its watches.
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        kopf_stop.set()
-        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
-            await asyncio.wait_for(operator_task, timeout=10)
-        for task in (stop_task, ready_task):
-            task.cancel()
-        metrics.set_session_source(None)
-        log.info("Stopped reconciling sessions")
+    async def _lead(self, stop: asyncio.Event) -> None:
+        """Reconcile until ``stop``: the work of the leader."""
+        await asyncio.gather(*(informer.synced.wait() for informer in self.informers))
+        self._leading = True
+        self._readiness.leading = True
+        self._metrics.leader.set(1)
+        tasks: list[asyncio.Task[Any]] = [
+            asyncio.create_task(self.queue.run(), name="work-queue"),
+            asyncio.create_task(self.events.run(), name="event-poster"),
+        ]
+        try:
+            keys = self.cache.keys()
+            for key in keys:
+                self.queue.add(key)
+            log.info("Started reconciling sessions: %d targets to resync", len(keys))
+            stopping = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait({stopping, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            for task in done:
+                if task is not stopping and not task.cancelled() and task.exception() is not None:
+                    raise OperatorStopped(f"{task.get_name()} failed: {task.exception()!r}")
+        finally:
+            # Stop acting first (no new writes); the informers go on until the process ends.
+            self._leading = False
+            self._readiness.leading = False
+            self._metrics.leader.set(0)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            log.info("Stopped reconciling sessions")

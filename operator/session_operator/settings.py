@@ -70,10 +70,20 @@ class Settings(BaseSettings):
         "(empty: keep forever).",
     )
     workers: int = Field(
-        default=8, ge=1, le=256, description="Targets reconciled concurrently (one worker per target at a time)."
+        default=16, ge=1, le=256, description="Targets reconciled concurrently (one worker per target at a time)."
+    )
+    write_concurrency: int = Field(
+        default=16,
+        ge=1,
+        le=256,
+        description="Independent writes of one decision sent at once (say, a burst of sessions queued together).",
     )
     delete_batch_size: int = Field(
-        default=50, ge=1, le=10000, description="Retention deletions issued per sweep before yielding."
+        default=50,
+        ge=1,
+        le=10000,
+        description="Targets whose deadline passed (idle, retention, ...) handed to the workers at once before "
+        "new work gets a turn.",
     )
 
     @field_validator("namespaces", mode="before")

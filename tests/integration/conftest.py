@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from session_operator.kube import Conflict, Kube, NotFound
-from session_operator.model import FINALIZER
+from session_operator.model import LEGACY_FINALIZER as FINALIZER
 from support.operator_process import OperatorProcess
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "sessions.session-operator.io.yaml"

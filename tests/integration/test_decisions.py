@@ -24,7 +24,7 @@ async def test_single_session_becomes_active_with_claim_and_event(kube: Any, nam
     assert {c["type"] for c in alice["status"]["conditions"]} == {
         "Ready", "Conflicted", "Replaced", "Archived", "Reconciling", "Stalled"
     }
-    assert alice["metadata"]["finalizers"] == ["session-operator.io/claim"]
+    assert not alice["metadata"].get("finalizers")  # the claim is enough; namespaces delete freely
     claim = await s.claim(kube, namespace, "repo/payments")
     assert claim is not None
     assert claim["spec"]["holderIdentity"] == "alice-1"
@@ -85,7 +85,7 @@ async def test_releasing_the_holder_promotes_queue_in_order(kube: Any, namespace
     await s.create(kube, namespace, "high-a", target, onConflict="Queue", priority=5)
     items = await s.phases_when_settled(kube, namespace, ["low", "high-b", "high-a"])
     assert items["high-a"]["status"]["queuePosition"] == 1
-    assert items["high-a"]["metadata"]["finalizers"] == ["session-operator.io/claim"]
+    assert not items["high-a"]["metadata"].get("finalizers")
     async with InvariantWatcher(kube, namespace) as watcher:
         if release == "delete":
             await s.delete(kube, namespace, "holder")

@@ -7,6 +7,7 @@ import asyncio
 import time
 from typing import Any
 
+from session_operator.model import LEGACY_FINALIZER
 from support import sessions as s
 from support.watcher import InvariantWatcher
 
@@ -47,22 +48,52 @@ async def test_holder_deleted_while_down_is_released_and_queue_promoted(
     await s.phases_when_settled(kube, namespace, ["next"])
     operator.stop()
     await s.delete(kube, namespace, "holder")
-    # The finalizer keeps it until the operator has released the target.
-    held = await s.get(kube, namespace, "holder")
-    assert held is not None and held["metadata"].get("deletionTimestamp")
+    # No finalizer holds it: it is gone at once; its claim tells the returning operator.
+    assert await s.get(kube, namespace, "holder") is None
+    claim = await s.claim(kube, namespace, "device/9")
+    assert claim is not None and claim["spec"]["holderIdentity"] == "holder"
     operator.start()
 
     async def promoted() -> bool:
         return s.phase(await s.get(kube, namespace, "next")) == "Active"
 
     await s.eventually(promoted, within=20, what="queue head promoted after restart")
-
-    async def gone() -> bool:
-        return await s.get(kube, namespace, "holder") is None
-
-    await s.eventually(gone, within=10, what="the deleted holder's finalizer removed")
     claim = await s.claim(kube, namespace, "device/9")
     assert claim is not None and claim["spec"]["holderIdentity"] == "next"
+
+
+async def test_finalizer_of_an_earlier_version_is_removed_and_its_deletion_completes(
+    kube: Any, namespace: str, operator_factory: Any
+) -> None:
+    """Earlier versions put a finalizer on holding and waiting sessions: upgrading must
+    not leave them stuck, nor a deleted holder Terminating for ever."""
+    operator = operator_factory("upgrade").start()
+    await s.create(kube, namespace, "holder", "device/10")
+    await s.phases_when_settled(kube, namespace, ["holder"])
+    await s.create(kube, namespace, "first", "device/10", onConflict="Queue")
+    await s.create(kube, namespace, "second", "device/10", onConflict="Queue")
+    await s.phases_when_settled(kube, namespace, ["first", "second"])
+    operator.stop()
+    for name in ("holder", "first", "second"):
+        status, _ = await kube.request(
+            "PATCH", f"/apis/session-operator.io/v1alpha1/namespaces/{namespace}/sessions/{name}",
+            json={"metadata": {"finalizers": [LEGACY_FINALIZER]}}, content_type="application/merge-patch+json",
+        )
+        assert status == 200
+    await s.delete(kube, namespace, "holder")
+    held = await s.get(kube, namespace, "holder")
+    assert held is not None and held["metadata"].get("deletionTimestamp")
+    operator.start()
+
+    async def settled() -> bool:
+        gone = await s.get(kube, namespace, "holder") is None
+        items = [await s.get(kube, namespace, name) for name in ("first", "second")]
+        tidy = all(item is not None and not item["metadata"].get("finalizers") for item in items)
+        return gone and tidy and s.phase(items[0]) == "Active"
+
+    await s.eventually(settled, within=20, what="legacy finalizers removed, holder deleted, first promoted")
+    claim = await s.claim(kube, namespace, "device/10")
+    assert claim is not None and claim["spec"]["holderIdentity"] == "first"
 
 
 async def test_deadline_passed_while_down_acted_on_at_return(

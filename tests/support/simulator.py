@@ -1,25 +1,55 @@
-"""A tiny in-memory world for the arbiter: sessions, one claim, and plan application.
+"""A tiny in-memory API server for one target, written to by the operator's own executor.
 
-It applies a Plan the way the executor does (demote, claim, activate, rest) and checks
-the exclusivity invariant after every single write, not only at the end.
+``World`` holds sessions and the claim Lease with the API server's write semantics:
+every write is conditional on the resourceVersion it carries (409 otherwise), a missing
+object is 404, a write that changes nothing does not bump the version, status is a JSON
+merge patch. Plans are carried out by ``session_operator.executor.Executor``, the same
+code the operator runs, so the order of writes the properties check is the real one.
+Rule 1 (at most one Active, and it holds the claim) is checked after every single write.
+
+``gate`` (optional) is awaited before each write: the two-operator property test uses it
+to interleave the writes of two executors at random.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import itertools
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from session_operator.arbiter import Defaults, Plan, decide
-from session_operator.model import FINALIZER, ActivityClock, Claim, Phase, SessionView, format_time
+from session_operator.arbiter import Defaults, Plan, StatusWrite, decide
+from session_operator.cache import ActivityClock
+from session_operator.errors import Conflict, NotFound
+from session_operator.executor import Executor, TargetKey
+from session_operator.model import Claim, Phase, SessionView, format_time
 
 T0 = datetime(2026, 11, 21, 10, 0, 0, tzinfo=UTC)
+NAMESPACE = "ns"
 
 
 class InvariantViolation(AssertionError):
     pass
+
+
+class Crash(Exception):
+    """The operator died between two writes (``World.apply(..., crash_after=N)``)."""
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386, as the API server applies ``application/merge-patch+json``."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
 
 
 class World:
@@ -32,8 +62,20 @@ class World:
         self.rv = itertools.count(1)
         self.uids = itertools.count(1)
         self.plans: list[Plan] = []
+        self.transitions: list[tuple[str, str]] = []  # (session, event reason or phase), in order
         self.activity = ActivityClock()
         self.history: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+        self.gate: Callable[[str], Awaitable[None]] | None = None
+        self.writes = 0
+        self._crash_after: int | None = None
+        self.loop = asyncio.new_event_loop()
+
+    def close(self) -> None:
+        self.loop.close()
+
+    def __del__(self) -> None:
+        if not self.loop.is_closed():
+            self.loop.close()
 
     # --- user actions --------------------------------------------------------------------
 
@@ -43,13 +85,12 @@ class World:
         body_spec.update(spec)
         self.bodies[uid] = {
             "metadata": {
-                "namespace": "ns",
+                "namespace": NAMESPACE,
                 "name": name,
                 "uid": uid,
                 "resourceVersion": str(next(self.rv)),
                 "generation": 1,
                 "creationTimestamp": format_time(created or self.now),
-                "finalizers": [],
             },
             "spec": body_spec,
             "status": {},
@@ -68,17 +109,24 @@ class World:
         body["metadata"]["generation"] += 1
         body["metadata"]["resourceVersion"] = str(next(self.rv))
 
+    def set_finalizers(self, name: str, finalizers: list[str]) -> None:
+        body = self.bodies[self.uid(name)]
+        body["metadata"]["finalizers"] = list(finalizers)
+        body["metadata"]["resourceVersion"] = str(next(self.rv))
+
     def annotate_activity(self, name: str, when: datetime) -> None:
         body = self.bodies[self.uid(name)]
         body["metadata"].setdefault("annotations", {})["session-operator.io/last-activity"] = format_time(when)
         body["metadata"]["resourceVersion"] = str(next(self.rv))
 
     def delete(self, name: str) -> None:
+        """As the API server does: gone at once, or marked for deletion while finalizers remain."""
         uid = self.uid(name)
         body = self.bodies[uid]
-        if body["metadata"]["finalizers"]:
+        if body["metadata"].get("finalizers"):
             body["metadata"]["deletionTimestamp"] = format_time(self.now)
             body["metadata"]["generation"] += 1
+            body["metadata"]["resourceVersion"] = str(next(self.rv))
         else:
             del self.bodies[uid]
 
@@ -86,7 +134,7 @@ class World:
         self.now += timedelta(seconds=seconds)
 
     def snapshot(self) -> None:
-        """Remember the world as it is now (what a lagging index may still show later)."""
+        """Remember the world as it is now (what a lagging cache may still show later)."""
         self.history.append((copy.deepcopy(self.bodies), copy.deepcopy(self.claim)))
 
     # --- views ---------------------------------------------------------------------------
@@ -127,57 +175,136 @@ class World:
             last = plan
         raise AssertionError("the arbiter did not converge")
 
-    def apply(self, plan: Plan) -> None:
-        for session in plan.add_finalizer:
-            body = self.bodies[session.uid]
-            body["metadata"]["finalizers"].append(FINALIZER)
+    def apply(self, plan: Plan, *, crash_after: int | None = None) -> None:
+        """Carry out ``plan`` with the operator's executor; ``crash_after=N``: die after N writes."""
+        self._crash_after = None if crash_after is None else self.writes + crash_after
+        try:
+            self.loop.run_until_complete(self.executor().execute(plan, (NAMESPACE, self.target), self.now))
+        except Crash:
+            pass
+        finally:
+            self._crash_after = None
+
+    def executor(self, api: Any = None) -> Executor:
+        return Executor(api or self, self)
+
+    # --- the API server (executor.WriteApi, reconciler.ReadApi) -------------------------------
+
+    async def _write(self, what: str) -> None:
+        if self._crash_after is not None and self.writes >= self._crash_after:
+            raise Crash(what)
+        if self.gate is not None:
+            await self.gate(what)
+
+    def _session(self, name: str, rv: str | None) -> dict[str, Any]:
+        for body in self.bodies.values():
+            if body["metadata"]["name"] == name:
+                if rv is not None and body["metadata"]["resourceVersion"] != rv:
+                    raise Conflict(409, "Conflict", f"session {name}: the object has been modified")
+                return body
+        raise NotFound(404, "NotFound", f"session {name} not found")
+
+    def _wrote(self, body: dict[str, Any], before: Any, after: Any) -> None:
+        self.writes += 1
+        if before != after:
             body["metadata"]["resourceVersion"] = str(next(self.rv))
-        writes = list(plan.writes)
-        for write in [w for w in writes if w.kind == "demote"]:
-            self._write_status(write.session.uid, write.status)
-        if plan.claim_change is not None:
-            self._apply_claim(plan)
-        for write in [w for w in writes if w.kind != "demote"]:
-            self._write_status(write.session.uid, write.status)
-        for session in plan.remove_finalizer:
-            body = self.bodies.get(session.uid)
-            if body is None:
-                continue
-            body["metadata"]["finalizers"] = [f for f in body["metadata"]["finalizers"] if f != FINALIZER]
-            if body["metadata"].get("deletionTimestamp") and not body["metadata"]["finalizers"]:
-                del self.bodies[session.uid]
-        for session in plan.delete:
-            if session.uid in self.bodies:
-                self.delete(self.bodies[session.uid]["metadata"]["name"])
-
-    def _apply_claim(self, plan: Plan) -> None:
-        change = plan.claim_change
-        assert change is not None
-        if change.op == "release":
-            self.claim = None
-        else:
-            holder = change.holder
-            assert holder is not None
-            transitions = 0 if self.claim is None else self.claim["spec"].get("leaseTransitions", 0)
-            if change.op == "transfer":
-                transitions += 1
-            self.claim = {
-                "metadata": {
-                    "name": "claim",
-                    "resourceVersion": str(next(self.rv)),
-                    "annotations": {"session-operator.io/holder-uid": holder.uid},
-                },
-                "spec": {"holderIdentity": holder.name, "leaseTransitions": transitions},
-            }
+        self.snapshot()
         self.check()
 
-    def _write_status(self, uid: str, status: dict[str, Any]) -> None:
-        body = self.bodies.get(uid)
-        if body is None:
-            return
-        body["status"] = status
-        body["metadata"]["resourceVersion"] = str(next(self.rv))
+    async def get_session(self, namespace: str, name: str) -> dict[str, Any]:
+        return copy.deepcopy(self._session(name, None))
+
+    async def patch_session_status(
+        self, namespace: str, name: str, status_patch: Mapping[str, Any], resource_version: str
+    ) -> dict[str, Any]:
+        await self._write(f"status {name}")
+        body = self._session(name, resource_version)
+        before = body["status"]
+        body["status"] = merge_patch(before, dict(status_patch))
+        self._wrote(body, before, body["status"])
+        return copy.deepcopy(body)
+
+    async def set_session_finalizers(
+        self, namespace: str, name: str, finalizers: list[str], resource_version: str
+    ) -> dict[str, Any]:
+        await self._write(f"finalizers {name}")
+        body = self._session(name, resource_version)
+        before = body["metadata"].get("finalizers") or []
+        body["metadata"]["finalizers"] = list(finalizers)
+        self._wrote(body, before, finalizers)
+        if body["metadata"].get("deletionTimestamp") and not finalizers:
+            del self.bodies[body["metadata"]["uid"]]
+        return copy.deepcopy(body)
+
+    async def delete_session(self, namespace: str, name: str, uid: str, resource_version: str) -> None:
+        await self._write(f"delete {name}")
+        body = self._session(name, resource_version)
+        if body["metadata"]["uid"] != uid:
+            raise Conflict(409, "Conflict", "uid precondition failed")
+        self.writes += 1
+        self.delete(name)
+        self.snapshot()
         self.check()
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any]:
+        if self.claim is None:
+            raise NotFound(404, "NotFound", f"lease {name} not found")
+        return copy.deepcopy(self.claim)
+
+    async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        await self._write("claim create")
+        if self.claim is not None:
+            raise Conflict(409, "AlreadyExists", "lease already exists")
+        self.claim = copy.deepcopy(dict(body))
+        self.claim["metadata"]["resourceVersion"] = str(next(self.rv))
+        self.writes += 1
+        self.snapshot()
+        self.check()
+        return copy.deepcopy(self.claim)
+
+    async def replace_lease(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        await self._write("claim replace")
+        if self.claim is None:
+            raise NotFound(404, "NotFound", f"lease {name} not found")
+        if self.claim["metadata"]["resourceVersion"] != body["metadata"]["resourceVersion"]:
+            raise Conflict(409, "Conflict", "lease: the object has been modified")
+        self.claim = copy.deepcopy(dict(body))
+        self.claim["metadata"]["resourceVersion"] = str(next(self.rv))
+        self.writes += 1
+        self.snapshot()
+        self.check()
+        return copy.deepcopy(self.claim)
+
+    async def delete_lease(self, namespace: str, name: str, resource_version: str) -> None:
+        await self._write("claim delete")
+        if self.claim is None:
+            raise NotFound(404, "NotFound", f"lease {name} not found")
+        if self.claim["metadata"]["resourceVersion"] != resource_version:
+            raise Conflict(409, "Conflict", "lease: precondition failed")
+        self.claim = None
+        self.writes += 1
+        self.snapshot()
+        self.check()
+
+    # --- what the executor reports (executor.Observer) ------------------------------------
+
+    def session_written(self, body: Mapping[str, Any]) -> SessionView:
+        return SessionView.from_body(body, self.activity, self.now)
+
+    def session_gone(self, session: SessionView) -> None:
+        pass
+
+    def claim_written(self, key: TargetKey, claim: Claim | None, previous: Claim | None) -> None:
+        pass
+
+    def transition(self, write: StatusWrite, written: SessionView) -> None:
+        assert write.transition is not None
+        self.transitions.append((written.name, write.transition.event_reason or write.status.get("phase", "")))
+
+    def retention_deleted(self, session: SessionView) -> None:
+        pass
+
+    # --- rule 1 ----------------------------------------------------------------------------
 
     def check(self) -> None:
         """Rule 1 at this instant: at most one Active, and it is the claim holder."""

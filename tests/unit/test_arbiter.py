@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from session_operator.arbiter import Defaults, decide, status_patch
-from session_operator.model import Phase
+from session_operator.model import LEGACY_FINALIZER, Phase
 from support.simulator import T0, InvariantViolation, World
 
 
@@ -41,10 +41,11 @@ def test_first_session_acquires_free_target() -> None:
     assert status["activeSince"] == "2026-11-21T10:00:00Z"
     assert status["lastActivityTime"] == "2026-11-21T10:00:00Z"
     assert "idleDeadline" not in status
-    # The first plan posted an Activated event and asked for the finalizer.
+    # The first plan posted an Activated event; no finalizer: the claim is enough.
     first = world.plans[0]
     assert [w.transition.event_reason for w in first.writes if w.transition] == ["Activated"]
-    assert [s.name for s in first.add_finalizer] == ["alice-1"]
+    assert [type(step).__name__ for step in first.steps] == ["ClaimChange", "StatusWrite"]
+    assert not world.bodies[world.uid("alice-1")]["metadata"].get("finalizers")
     assert plan is not None
 
 
@@ -280,24 +281,47 @@ def test_terminal_sticks_until_spec_changes() -> None:
     assert world.phase("b") == "Active"
 
 
-def test_deleted_holder_releases_and_promotes_and_finalizer_removed() -> None:
+def test_deleted_holder_releases_and_promotes() -> None:
     world = World()
     world.create("holder")
     world.reconcile()
     world.create("next", onConflict="Queue")
     world.reconcile()
-    assert world.view("holder").has_finalizer and world.view("next").has_finalizer
-    world.delete("holder")
+    world.delete("holder")  # no finalizer: gone at once; the claim still names it
+    assert world.claim is not None and world.claim["spec"]["holderIdentity"] == "holder"
     world.reconcile()
-    assert "holder" not in [b["metadata"]["name"] for b in world.bodies.values()]
     assert world.phase("next") == "Active"
+    assert world.claim is not None and world.claim["spec"]["holderIdentity"] == "next"
+
+
+def test_legacy_finalizer_is_dropped_after_the_claim_moves_and_deletion_completes() -> None:
+    world = World()
+    world.create("holder")
+    world.reconcile()
+    world.create("next", onConflict="Queue")
+    world.reconcile()
+    for name in ("holder", "next"):
+        world.set_finalizers(name, [LEGACY_FINALIZER])
+    world.delete("holder")
+    assert world.view("holder").deleting
+    plan = decide(world.views(), world.claim_view(), world.now)
+    stages = [[(type(step).__name__, getattr(step, "session", None) and step.session.name) for step in stage]
+              for stage in plan.stages]
+    # Demote the holder (Inactive) first, then move the claim, then activate, then tidy up.
+    assert stages[0] == [("StatusWrite", "holder")]
+    assert stages[1] == [("ClaimChange", None)]
+    assert stages[2] == [("StatusWrite", "next")]
+    assert sorted(stages[3]) == [("DropFinalizer", "holder"), ("DropFinalizer", "next")]
+    world.apply(plan)
+    assert "holder" not in [b["metadata"]["name"] for b in world.bodies.values()]
+    assert world.phase("next") == "Active" and not world.view("next").finalizers
 
 
 def test_claim_of_a_vanished_holder_is_released() -> None:
     world = World()
     world.create("holder")
     world.reconcile()
-    del world.bodies[world.uid("holder")]  # gone without our finalizer (e.g. force-removed)
+    del world.bodies[world.uid("holder")]
     world.reconcile()
     assert world.claim is None
 
@@ -307,7 +331,8 @@ def test_claim_written_but_status_not_yet_is_confirmed_not_duplicated() -> None:
     world.create("a")
     world.create("b", onConflict="Queue")
     plan = decide(world.views(), world.claim_view(), world.now)
-    world._apply_claim(plan)  # crash right after the claim write
+    world.apply(plan, crash_after=1)  # crash right after the claim write
+    assert world.claim is not None and world.phase("a") is None
     world.reconcile()
     assert world.phase("a") == "Active" and world.phase("b") == "Queued"
     assert world.claim is not None and world.claim["spec"]["leaseTransitions"] == 0
@@ -485,7 +510,8 @@ action = st.one_of(
     st.tuples(st.just("delete"), st.sampled_from(NAMES)),
     st.tuples(st.just("advance"), st.integers(0, 120)),
     st.tuples(st.just("activity"), st.sampled_from(NAMES)),
-    st.tuples(st.just("reconcile"), st.booleans()),
+    st.tuples(st.just("legacy-finalizer"), st.sampled_from(NAMES)),
+    st.tuples(st.just("reconcile"), st.booleans(), st.integers(0, 6)),
 )
 
 
@@ -512,14 +538,17 @@ def test_never_two_active_and_active_iff_holding(actions) -> None:
             world.delete(name)
         elif kind == "activity" and live:
             world.annotate_activity(name, world.now)
+        elif kind == "legacy-finalizer" and live:
+            world.set_finalizers(name, [LEGACY_FINALIZER])  # left by an earlier version
         elif kind == "advance":
             world.advance(step[1])
         elif kind == "reconcile":
-            # A partial reconcile (one plan) models a crash before the next round.
+            # One plan cut short after a few writes models a crash between two writes.
             if step[1]:
                 world.reconcile()
             else:
-                world.apply(decide(world.views(), world.claim_view(), world.now, world.defaults))
+                plan = decide(world.views(), world.claim_view(), world.now, world.defaults)
+                world.apply(plan, crash_after=step[2])
         present = {b["metadata"]["name"] for b in world.bodies.values()}
     try:
         world.reconcile(rounds=8)
@@ -539,7 +568,7 @@ def test_never_two_active_and_active_iff_holding(actions) -> None:
 
 
 def test_unreadable_activity_is_ignored_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
-    from session_operator.model import ActivityClock
+    from session_operator.cache import ActivityClock
 
     clock = ActivityClock()
     with caplog.at_level("WARNING"):

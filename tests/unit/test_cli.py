@@ -1,6 +1,6 @@
 """The ``session-operator`` command line: settings precedence, errors, help, and ``run``.
 
-``run`` is exercised in-process with a fake ``session_operator.runtime`` (serve/is_ready)
+``run`` is exercised in-process with a fake ``session_operator.runtime`` (its Operator)
 and a fake ``Kube`` holding Leases in memory, so signals, leadership and exit codes are
 tested without an API server.
 """
@@ -26,7 +26,7 @@ import pytest
 
 import session_operator
 from session_operator import __main__ as cli
-from session_operator import metrics
+from session_operator import leader
 from session_operator.kube import ApiError, Conflict, NotFound
 from session_operator.settings import Settings
 
@@ -261,20 +261,39 @@ class FakeKube:
 
 
 class FakeRuntime(types.ModuleType):
+    """``session_operator.runtime`` with an ``Operator`` whose cache fills at once and whose
+    leading work only waits for ``stop`` (the real one is tested by the integration tier)."""
+
     def __init__(self) -> None:
         super().__init__("session_operator.runtime")
-        self.ready = False
         self.started = asyncio.Event()
         self.calls = 0
         self.saw_stop = False
         self.cancelled = False
+        self.metrics: Any = None
+        fake = self
 
-    def is_ready(self) -> bool:
-        return self.ready
+        class Operator:
+            def __init__(self, settings: Settings, kube: Any, *, metrics: Any, readiness: Any) -> None:
+                self.metrics = fake.metrics = metrics
+                self.readiness = readiness
 
-    async def serve(self, settings: Settings, kube: Any, *, stop: asyncio.Event) -> None:
+            async def lead(self, stop: asyncio.Event) -> None:
+                await fake.serve(stop, self.readiness, self.metrics)
+
+            async def run(self, stop: asyncio.Event, elector: Any = None) -> None:
+                self.readiness.synced = True
+                if elector is None:
+                    await self.lead(stop)
+                else:
+                    await leader.run_leading(elector, lambda: self.lead(stop), stop=stop)
+
+        self.Operator = Operator
+
+    async def serve(self, stop: asyncio.Event, readiness: Any, metrics: Any) -> None:
         self.calls += 1
-        self.ready = True
+        readiness.leading = True
+        metrics.leader.set(1)
         self.started.set()
         try:
             await stop.wait()
@@ -283,7 +302,11 @@ class FakeRuntime(types.ModuleType):
             self.cancelled = True
             raise
         finally:
-            self.ready = False
+            readiness.leading = False
+            metrics.leader.set(0)
+
+    def leader_gauge(self) -> float | None:
+        return self.metrics.registry.get_sample_value("session_operator_leader")
 
 
 def free_port() -> int:
@@ -341,13 +364,13 @@ async def test_sigterm_stops_serving_releases_the_lease_and_exits_0(runtime: Fak
     running = asyncio.ensure_future(cli.run(settings))
     await asyncio.wait_for(runtime.started.wait(), 2)
     assert await readyz(settings) == (200, "ok: leading")
-    assert metrics.REGISTRY.get_sample_value("session_operator_leader") == 1
+    assert runtime.leader_gauge() == 1
     os.kill(os.getpid(), signal.SIGTERM)
     assert await asyncio.wait_for(running, 2) == 0
     assert runtime.saw_stop and not runtime.cancelled
     assert kube.leases[("ops", "session-operator-leader")]["spec"]["holderIdentity"] == ""
     assert kube.closed
-    assert metrics.REGISTRY.get_sample_value("session_operator_leader") == 0
+    assert runtime.leader_gauge() == 0
 
 
 async def test_lost_leadership_cancels_serving_and_exits_1(
@@ -365,7 +388,7 @@ async def test_lost_leadership_cancels_serving_and_exits_1(
     assert kube.closed
 
 
-async def test_standby_is_ready_and_does_not_serve(runtime: FakeRuntime, kube: FakeKube) -> None:
+async def test_standby_is_live_but_not_ready_and_does_not_serve(runtime: FakeRuntime, kube: FakeKube) -> None:
     settings = run_settings()
     kube.leases[("ops", "session-operator-leader")] = {
         "metadata": {"name": "session-operator-leader", "resourceVersion": "1"},
@@ -375,9 +398,14 @@ async def test_standby_is_ready_and_does_not_serve(runtime: FakeRuntime, kube: F
     for _ in range(50):
         await asyncio.sleep(0.05)
         status, text = await readyz(settings)
-        if status == 200:
+        if text == "standby: other leads":
             break
-    assert (status, text) == (200, "ok: standby")
+    assert (status, text) == (503, "standby: other leads")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{settings.health_port}/healthz") as response,
+    ):
+        assert response.status == 200
     os.kill(os.getpid(), signal.SIGTERM)
     assert await asyncio.wait_for(running, 2) == 0
     assert runtime.calls == 0
@@ -404,29 +432,10 @@ async def test_a_taken_port_exits_1(runtime: FakeRuntime, kube: FakeKube) -> Non
     assert kube.closed
 
 
-async def test_signals_reach_us_even_after_kopf_replaces_the_handlers(
-    runtime: FakeRuntime, kube: FakeKube, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setattr(cli, "SIGNAL_REASSERT_PERIOD", 0.05)
-    foreign: list[int] = []
-    loop = asyncio.get_running_loop()
-    settings = run_settings()
-    running = asyncio.ensure_future(cli.run(settings))
-    await asyncio.wait_for(runtime.started.wait(), 2)
-    loop.add_signal_handler(signal.SIGTERM, foreign.append, 1)  # what kopf.operator() does
-    await asyncio.sleep(0.2)
-    with caplog.at_level(logging.INFO):
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert await asyncio.wait_for(running, 2) == 0
-    assert foreign == []
-    assert "Received SIGTERM; shutting down" in caplog.messages
-    assert runtime.saw_stop
-
-
 async def test_a_second_signal_cancels_at_once(
     runtime: FakeRuntime, kube: FakeKube, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def stubborn_serve(settings: Settings, kube: Any, *, stop: asyncio.Event) -> None:
+    async def stubborn_serve(stop: asyncio.Event, readiness: Any, metrics: Any) -> None:
         runtime.started.set()
         await asyncio.Event().wait()  # never returns on stop
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from session_operator import leader, metrics
+from session_operator import leader
 from session_operator.kube import ApiError, Conflict, NotFound
 from session_operator.leader import (
     LeaderElector,
@@ -47,10 +47,6 @@ def fast_settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {"lease_duration": 0.5, "renew_deadline": 0.3, "retry_period": 0.05}
     values.update(overrides)
     return Settings(**values)
-
-
-def leader_gauge() -> float | None:
-    return metrics.REGISTRY.get_sample_value("session_operator_leader")
 
 
 class FakeLeases:
@@ -280,13 +276,13 @@ async def test_acquires_an_absent_lease_by_creating_it() -> None:
     elector = elector_for(leases)
     await asyncio.wait_for(elector.acquire(), 1)
     assert elector.is_leader
-    assert leader_gauge() == 1
     spec = leases.spec()
     assert spec["holderIdentity"] == "me"
     assert spec["leaseTransitions"] == 0
     assert spec["leaseDurationSeconds"] == 1
     assert MICRO_TIME.match(spec["acquireTime"]) and MICRO_TIME.match(spec["renewTime"])
-    assert leases.objects[(NS, NAME)]["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "session-operator"}
+    # Its own labels, not the claims' (the claim watch selects on managed-by).
+    assert leases.objects[(NS, NAME)]["metadata"]["labels"] == leader.LEADER_LABELS
 
 
 async def test_losing_the_create_race_means_not_leading() -> None:
@@ -382,7 +378,6 @@ async def test_stops_acting_when_renewals_fail_beyond_the_renew_deadline() -> No
     assert lost_after >= settings.renew_deadline - 0.02
     assert lost_after < settings.renew_deadline + 0.05  # at the deadline, not at the next retry (0.4)
     assert not elector.is_leader
-    assert leader_gauge() == 0
 
 
 async def test_the_deadline_counts_from_when_the_last_renewal_was_sent() -> None:
@@ -438,6 +433,18 @@ async def test_loses_at_once_when_the_lease_is_taken_by_another() -> None:
     assert time.monotonic() - started < 0.2  # the next renewal, not the renew deadline
 
 
+async def test_a_lease_from_an_earlier_version_loses_the_claims_label_at_the_first_write() -> None:
+    leases = FakeLeases()
+    leases.objects[(NS, NAME)] = {
+        "metadata": {"name": NAME, "namespace": NS, "resourceVersion": "7",
+                     "labels": {"app.kubernetes.io/managed-by": "session-operator", "team": "x"}},
+        "spec": {"holderIdentity": "", "leaseDurationSeconds": 1},
+    }
+    elector = elector_for(leases)
+    await asyncio.wait_for(elector.acquire(), 1)
+    assert leases.objects[(NS, NAME)]["metadata"]["labels"] == {**leader.LEADER_LABELS, "team": "x"}
+
+
 async def test_release_lets_a_standby_take_over_without_waiting_for_expiry() -> None:
     leases = FakeLeases()
     first = elector_for(leases, identity="first")
@@ -446,7 +453,7 @@ async def test_release_lets_a_standby_take_over_without_waiting_for_expiry() -> 
     assert await second.try_acquire_or_renew() is False
     assert await first.release() is True
     assert leases.spec()["holderIdentity"] == ""
-    assert leader_gauge() == 0
+    assert not first.is_leader
     started = time.monotonic()
     await asyncio.wait_for(second.acquire(), 1)
     assert time.monotonic() - started < 0.2  # well under the 1 s lease duration

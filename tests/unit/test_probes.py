@@ -11,6 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from session_operator import probes
+from session_operator.metrics import Metrics
 from session_operator.settings import Settings
 
 
@@ -20,44 +21,44 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def verdict(**overrides: Any) -> tuple[bool, str]:
-    values: dict[str, Any] = {
-        "connected": True,
-        "leader_election": True,
-        "leading": False,
-        "runtime_ready": False,
-        "standby_healthy": True,
-    }
-    values.update(overrides)
-    return probes.readiness_verdict(**values)
+def readiness(**state: Any) -> probes.Readiness:
+    values: dict[str, Any] = {"leader_election": True, "connected": True, "synced": True}
+    values.update(state)
+    return probes.Readiness(**values)
+
+
+class Fixed:
+    """A readiness with a fixed answer, for the HTTP tests."""
+
+    def __init__(self, ready: bool, reason: str) -> None:
+        self.answer = (ready, reason)
+
+    def verdict(self) -> tuple[bool, str]:
+        return self.answer
 
 
 # The readiness rule ---------------------------------------------------------------------------
 
 
-def test_a_healthy_standby_is_ready() -> None:
-    assert verdict() == (True, "ok: standby")
+def test_a_standby_is_live_but_not_ready_and_names_the_leader() -> None:
+    assert readiness(leader=lambda: "pod-a").verdict() == (False, "standby: pod-a leads")
+    assert readiness().verdict() == (False, "standby: waiting for the leader lease")
 
 
-def test_a_standby_that_cannot_read_the_lease_is_not_ready() -> None:
-    ready, reason = verdict(standby_healthy=False)
-    assert not ready and "lease" in reason
+def test_a_leader_is_ready_only_once_the_cache_is_filled() -> None:
+    assert readiness(leading=True).verdict() == (True, "ok: leading")
+    ready, reason = readiness(leading=True, synced=False).verdict()
+    assert not ready and "not filled" in reason
 
 
-def test_a_leader_is_ready_once_caches_are_filled() -> None:
-    assert verdict(leading=True, runtime_ready=True) == (True, "ok: leading")
-    ready, reason = verdict(leading=True, runtime_ready=False, standby_healthy=True)
-    assert not ready and "caches" in reason
-
-
-def test_without_leader_election_readiness_is_the_runtimes() -> None:
-    assert verdict(leader_election=False, runtime_ready=True, standby_healthy=False) == (True, "ok")
-    assert verdict(leader_election=False, runtime_ready=False)[0] is False
+def test_without_leader_election_ready_once_the_cache_is_filled() -> None:
+    assert readiness(leader_election=False).verdict() == (True, "ok")
+    assert readiness(leader_election=False, synced=False).verdict()[0] is False
 
 
 def test_not_connected_or_shutting_down_is_not_ready() -> None:
-    assert verdict(connected=False, leading=True, runtime_ready=True) == (False, "not connected to the API server")
-    assert verdict(shutting_down=True, leading=True, runtime_ready=True) == (False, "shutting down")
+    assert readiness(connected=False, leading=True).verdict() == (False, "not connected to the API server")
+    assert readiness(shutting_down=True, leading=True).verdict() == (False, "shutting down")
 
 
 # The HTTP endpoints -------------------------------------------------------------------------
@@ -70,30 +71,31 @@ async def get(app: aiohttp.web.Application, path: str) -> tuple[int, str, str]:
 
 
 async def test_healthz_answers_ok() -> None:
-    status, text, _ = await get(probes.health_app(lambda: (False, "whatever")), "/healthz")
+    status, text, _ = await get(probes.health_app(Fixed(False, "whatever")), "/healthz")
     assert (status, text) == (200, "ok")
 
 
 async def test_readyz_is_200_when_ready() -> None:
-    status, text, _ = await get(probes.health_app(lambda: (True, "ok: standby")), "/readyz")
-    assert (status, text) == (200, "ok: standby")
+    status, text, _ = await get(probes.health_app(Fixed(True, "ok: leading")), "/readyz")
+    assert (status, text) == (200, "ok: leading")
 
 
 async def test_readyz_is_503_with_the_reason_when_not_ready() -> None:
-    status, text, _ = await get(probes.health_app(lambda: (False, "caches are not filled yet")), "/readyz")
+    status, text, _ = await get(probes.health_app(Fixed(False, "caches are not filled yet")), "/readyz")
     assert (status, text) == (503, "caches are not filled yet")
 
 
 async def test_readyz_is_503_when_the_check_itself_fails() -> None:
-    def broken() -> tuple[bool, str]:
-        raise RuntimeError("oops")
+    class Broken:
+        def verdict(self) -> tuple[bool, str]:
+            raise RuntimeError("oops")
 
-    status, text, _ = await get(probes.health_app(broken), "/readyz")
+    status, text, _ = await get(probes.health_app(Broken()), "/readyz")
     assert status == 503 and "oops" in text
 
 
 async def test_metrics_are_prometheus_text_with_our_prefix() -> None:
-    status, text, content_type = await get(probes.metrics_app(), "/metrics")
+    status, text, content_type = await get(probes.metrics_app(Metrics()), "/metrics")
     assert status == 200
     assert content_type.startswith("text/plain")
     assert "# TYPE session_operator_leader gauge" in text
@@ -103,7 +105,7 @@ async def test_metrics_are_prometheus_text_with_our_prefix() -> None:
 async def test_servers_on_separate_ports(caplog: pytest.LogCaptureFixture) -> None:
     settings = Settings(bind_address="127.0.0.1", metrics_port=free_port(), health_port=free_port())
     with caplog.at_level(logging.INFO, logger="session_operator.probes"):
-        servers = await probes.start(settings, lambda: (True, "ok"))
+        servers = await probes.start(settings, Fixed(True, "ok"), Metrics())
     try:
         assert (servers.metrics_port, servers.health_port) == (settings.metrics_port, settings.health_port)
         assert f"Serving metrics on 127.0.0.1:{settings.metrics_port}" in caplog.messages
@@ -129,7 +131,7 @@ async def test_servers_on_separate_ports(caplog: pytest.LogCaptureFixture) -> No
 
 async def test_port_zero_picks_a_free_port() -> None:
     settings = Settings(bind_address="127.0.0.1", metrics_port=0, health_port=0)
-    servers = await probes.start(settings, lambda: (False, "not yet"))
+    servers = await probes.start(settings, Fixed(False, "not yet"), Metrics())
     try:
         assert servers.metrics_port > 0 and servers.health_port > 0
         assert servers.metrics_port != servers.health_port
@@ -146,7 +148,7 @@ async def test_port_zero_picks_a_free_port() -> None:
 async def test_one_server_when_both_ports_are_the_same() -> None:
     port = free_port()
     settings = Settings(bind_address="127.0.0.1", metrics_port=port, health_port=port)
-    servers = await probes.start(settings, lambda: (True, "ok"))
+    servers = await probes.start(settings, Fixed(True, "ok"), Metrics())
     try:
         async with aiohttp.ClientSession() as session:
             for path in ("/metrics", "/healthz", "/readyz"):
@@ -163,6 +165,6 @@ async def test_a_taken_port_raises_and_leaves_nothing_running() -> None:
         taken.listen()
         settings = Settings(bind_address="127.0.0.1", metrics_port=metrics_port, health_port=taken.getsockname()[1])
         with pytest.raises(OSError):
-            await probes.start(settings, lambda: (True, "ok"))
+            await probes.start(settings, Fixed(True, "ok"), Metrics())
     with socket.socket() as sock:  # the metrics server that did start was closed again
         sock.bind(("127.0.0.1", metrics_port))

@@ -1,0 +1,320 @@
+"""What the operator knows of the cluster: one place, plain data, no I/O.
+
+``ClusterView`` holds every watched session (as a ``SessionView``) grouped by
+(namespace, target), and every claim by (namespace, target). Two sources feed it:
+
+* the informers (``informer.py``): a paged LIST, then the watch's events;
+* the operator's own writes: the object the API server returned, which is fresher than
+  the watch until the watch delivers the same version.
+
+For any object the newest version wins (resourceVersions of one server are compared as
+the increasing integers etcd makes them; a wrong guess costs a 409 and a re-read, never
+a wrong write, because every write is conditional). A deletion leaves a tombstone, so a
+late answer to an earlier write cannot bring a deleted session back, and a release of a
+claim leaves a floor below which watch events about that claim are stale.
+
+Every method that changes the view returns the target keys it touched, so the caller
+knows what to reconcile. Counts by phase and the oldest undecided session are kept up
+to date on every change, so a metrics scrape costs nothing at 100,000 sessions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from .model import ACTIVITY_ANNOTATION, TARGET_ANNOTATION, Claim, SessionView, parse_time, rv_order
+
+log = logging.getLogger(__name__)
+
+TargetKey = tuple[str, str]  # (namespace, target)
+UNDECIDED = "Undecided"  # the phase label of a session with no decision for its generation
+
+
+class ActivityClock:
+    """Pins each activity annotation value to the time it was first seen.
+
+    A time in the future counts as now, and "now" must be when the operator first saw
+    that value, not every later moment: otherwise an annotation set far ahead would keep
+    a session from ever going idle. Keeps one entry per session (its latest value).
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[str, datetime]] = {}
+        self._unreadable: dict[str, Any] = {}  # the last unreadable value per session, to warn once
+
+    def observe(self, uid: str, raw: Any, now: datetime | None = None) -> datetime | None:
+        when = parse_time(raw)
+        if when is None:
+            if raw not in (None, "") and self._unreadable.get(uid) != raw:
+                self._unreadable[uid] = raw
+                log.warning(
+                    "Ignored annotation %s=%r on session uid %s: not an RFC 3339 time "
+                    "(for example 2026-11-21T10:00:00Z)", ACTIVITY_ANNOTATION, raw, uid,
+                )
+            self._seen.pop(uid, None)
+            return None
+        self._unreadable.pop(uid, None)
+        seen = self._seen.get(uid)
+        if seen is None or seen[0] != raw:
+            seen = (str(raw), now or datetime.now(UTC))
+            self._seen[uid] = seen
+        return min(when, seen[1])
+
+    def forget(self, uid: str) -> None:
+        self._seen.pop(uid, None)
+        self._unreadable.pop(uid, None)
+
+
+def _phase_key(view: SessionView) -> tuple[str, str]:
+    return (view.namespace, view.phase or UNDECIDED if view.decided else UNDECIDED)
+
+
+def claim_key(body: Mapping[str, Any]) -> TargetKey | None:
+    """The (namespace, target) a claim Lease belongs to; None for a Lease that is no claim."""
+    metadata = body.get("metadata") or {}
+    target = (metadata.get("annotations") or {}).get(TARGET_ANNOTATION)
+    if not isinstance(target, str) or not target:
+        return None
+    return (metadata.get("namespace") or "", target)
+
+
+class ClusterView:
+    def __init__(self, activity: ActivityClock | None = None, *, tombstones: int = 50_000) -> None:
+        self.activity = activity or ActivityClock()
+        self._sessions: dict[str, SessionView] = {}  # uid -> newest view
+        self._groups: dict[TargetKey, dict[str, SessionView]] = {}
+        self._gone: OrderedDict[str, None] = OrderedDict()  # uids seen deleted, newest last
+        self._tombstones = tombstones
+        self._claims: dict[TargetKey, Claim] = {}
+        self._claim_floor: dict[TargetKey, int] = {}  # events at or below this rv are stale
+        self._phases: Counter[tuple[str, str]] = Counter()
+        self._undecided: dict[str, datetime] = {}  # uid -> since when
+
+    # --- reading -------------------------------------------------------------------------
+
+    def sessions(self, key: TargetKey) -> list[SessionView]:
+        group = self._groups.get(key)
+        return list(group.values()) if group else []
+
+    def session(self, uid: str) -> SessionView | None:
+        return self._sessions.get(uid)
+
+    def claim(self, key: TargetKey) -> Claim | None:
+        return self._claims.get(key)
+
+    def known_gone(self, uid: str) -> bool:
+        """The watch said this session was deleted."""
+        return uid in self._gone
+
+    def keys(self) -> set[TargetKey]:
+        return set(self._groups) | set(self._claims)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    @property
+    def claim_count(self) -> int:
+        return len(self._claims)
+
+    def phase_counts(self) -> dict[tuple[str, str], int]:
+        """(namespace, phase) -> sessions; ``Undecided`` for those with no decision yet."""
+        return {key: count for key, count in self._phases.items() if count}
+
+    def oldest_undecided(self, now: datetime) -> float:
+        """Seconds the longest-waiting undecided session has waited; 0 when none waits."""
+        if not self._undecided:
+            return 0.0
+        return max(0.0, (now - min(self._undecided.values())).total_seconds())
+
+    # --- sessions --------------------------------------------------------------------------
+
+    def session_event(self, kind: str, body: Mapping[str, Any]) -> set[TargetKey]:
+        """A watch event (ADDED, MODIFIED, DELETED) about a session."""
+        if kind == "DELETED":
+            uid = (body.get("metadata") or {}).get("uid") or ""
+            return self._remove(uid, tombstone=True)
+        return self._put(self._view(body))
+
+    def session_written(self, body: Mapping[str, Any]) -> SessionView:
+        """The API server's answer to one of our writes: newer than the watch, for now."""
+        view = self._view(body)
+        if view.uid not in self._gone:
+            self._put(view)
+        return view
+
+    def session_gone(self, uid: str) -> set[TargetKey]:
+        """A write or read found the session gone (404)."""
+        return self._remove(uid, tombstone=True)
+
+    def session_listing(self, namespace: str | None = None) -> _SessionListing:
+        """A full LIST (in ``namespace``, or everywhere), fed page by page; at ``finish``,
+        sessions it did not contain were deleted meanwhile, unless we wrote them since."""
+        return _SessionListing(self, namespace)
+
+    def _view(self, body: Mapping[str, Any]) -> SessionView:
+        return SessionView.from_body(body, self.activity)
+
+    def _put(self, view: SessionView) -> set[TargetKey]:
+        current = self._sessions.get(view.uid)
+        if current is not None:
+            if rv_order(view.resource_version) <= rv_order(current.resource_version):
+                return set()  # the copy we hold is as new (our own write came back) or newer
+            self._unindex(current)
+        self._sessions[view.uid] = view
+        key = (view.namespace, view.target)
+        self._groups.setdefault(key, {})[view.uid] = view
+        self._phases[_phase_key(view)] += 1
+        if not view.decided and not view.deleting:
+            previous = self._undecided.get(view.uid)
+            self._undecided[view.uid] = previous or (
+                view.created if view.generation <= 1 else datetime.now(UTC)
+            )
+        else:
+            self._undecided.pop(view.uid, None)
+        touched = {key}
+        if current is not None and (current.namespace, current.target) != key:
+            touched.add((current.namespace, current.target))  # target changed (no CEL on this server)
+        return touched
+
+    def _unindex(self, view: SessionView) -> None:
+        key = (view.namespace, view.target)
+        group = self._groups.get(key)
+        if group is not None:
+            group.pop(view.uid, None)
+            if not group:
+                del self._groups[key]
+        phase_key = _phase_key(view)
+        self._phases[phase_key] -= 1
+        if not self._phases[phase_key]:
+            del self._phases[phase_key]
+
+    def _remove(self, uid: str, *, tombstone: bool) -> set[TargetKey]:
+        if tombstone and uid:
+            self._gone[uid] = None
+            self._gone.move_to_end(uid)
+            while len(self._gone) > self._tombstones:
+                self._gone.popitem(last=False)
+        view = self._sessions.pop(uid, None)
+        self._undecided.pop(uid, None)
+        self.activity.forget(uid)
+        if view is None:
+            return set()
+        self._unindex(view)
+        return {(view.namespace, view.target)}
+
+    # --- claims ----------------------------------------------------------------------------
+
+    def claim_event(self, kind: str, body: Mapping[str, Any]) -> set[TargetKey]:
+        """A watch event about a claim Lease (Leases that are no claim are ignored)."""
+        key = claim_key(body)
+        if key is None:
+            return set()
+        claim = Claim.from_body(body)
+        rv = rv_order(claim.resource_version)
+        if rv <= self._claim_floor.get(key, -1):
+            return set()
+        current = self._claims.get(key)
+        if current is not None and rv < rv_order(current.resource_version):
+            return set()
+        if kind == "DELETED":
+            self._claims.pop(key, None)
+            self._claim_floor[key] = rv
+            return {key}
+        if current == claim:
+            return set()
+        self._claims[key] = claim
+        return {key}
+
+    def claim_written(self, key: TargetKey, claim: Claim | None, previous: Claim | None = None) -> None:
+        """Our own claim write (or a fresh read): ``None`` when the claim is gone now;
+        ``previous`` is the version it replaced, for a release."""
+        if claim is None:
+            gone = self._claims.pop(key, None)
+            floor = max(
+                rv_order(gone.resource_version) if gone else -1,
+                rv_order(previous.resource_version) if previous else -1,
+            )
+            self._claim_floor[key] = max(floor, self._claim_floor.get(key, -1))
+            return
+        current = self._claims.get(key)
+        if current is None or rv_order(claim.resource_version) >= rv_order(current.resource_version):
+            self._claims[key] = claim
+            self._claim_floor.pop(key, None)
+
+    def claim_listing(self, namespace: str | None = None) -> _ClaimListing:
+        return _ClaimListing(self, namespace)
+
+    # --- what the informers feed -------------------------------------------------------------
+
+    @property
+    def session_sink(self) -> _Sink:
+        return _Sink(self.session_listing, self.session_event)
+
+    @property
+    def claim_sink(self) -> _Sink:
+        return _Sink(self.claim_listing, self.claim_event)
+
+
+class _Sink:
+    def __init__(self, listing: Callable[[str | None], Any], event: Callable[[str, Mapping[str, Any]], set[TargetKey]]):
+        self.listing = listing
+        self.event = event
+
+
+class _SessionListing:
+    def __init__(self, view: ClusterView, namespace: str | None) -> None:
+        self._view = view
+        self._namespace = namespace
+        self._listed: set[str] = set()
+        self.touched: set[TargetKey] = set()
+
+    def add(self, bodies: Iterable[Mapping[str, Any]]) -> None:
+        view = self._view
+        for body in bodies:
+            session = view._view(body)
+            self._listed.add(session.uid)
+            view._gone.pop(session.uid, None)
+            self.touched |= view._put(session)
+
+    def finish(self, list_rv: str) -> set[TargetKey]:
+        view = self._view
+        floor = rv_order(list_rv)
+        for uid, session in list(view._sessions.items()):
+            if uid in self._listed or (self._namespace is not None and session.namespace != self._namespace):
+                continue
+            if rv_order(session.resource_version) <= floor:
+                self.touched |= view._remove(uid, tombstone=True)
+        return self.touched
+
+
+class _ClaimListing:
+    def __init__(self, view: ClusterView, namespace: str | None) -> None:
+        self._view = view
+        self._namespace = namespace
+        self._listed: set[TargetKey] = set()
+        self.touched: set[TargetKey] = set()
+
+    def add(self, bodies: Iterable[Mapping[str, Any]]) -> None:
+        view = self._view
+        for body in bodies:
+            key = claim_key(body)
+            if key is None:
+                continue
+            self._listed.add(key)
+            view._claim_floor.pop(key, None)
+            self.touched |= view.claim_event("ADDED", body)
+
+    def finish(self, list_rv: str) -> set[TargetKey]:
+        view = self._view
+        floor = rv_order(list_rv)
+        for key, claim in list(view._claims.items()):
+            if key in self._listed or (self._namespace is not None and key[0] != self._namespace):
+                continue
+            if rv_order(claim.resource_version) <= floor:
+                del view._claims[key]
+                self.touched.add(key)
+        return self.touched
