@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import kopf
@@ -23,7 +23,7 @@ from .model import ANNOTATION_PREFIX
 
 log = logging.getLogger(__name__)
 
-Credentials = Callable[[], Awaitable[dict[str, Any]]]
+Credentials = Callable[[], Coroutine[Any, Any, dict[str, Any]]]
 
 
 def kopf_settings() -> kopf.OperatorSettings:

@@ -108,7 +108,7 @@ class Operator:
                 if kopf_done in done:
                     error = kopf_done.exception()
                     raise OperatorStopped(f"kopf stopped unexpectedly: {error!r}")
-                for task in done & background:
+                for task in [task for task in background if task in done]:
                     if task.get_name() == "synced":
                         background.discard(task)
                         continue
