@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default=str(ROOT / ".demo"), help="where the kubeconfig and logs go")
     args = parser.parse_args(argv)
 
-    from .emulator import EmulatorThread
+    from kube_emulator import EmulatorThread
 
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt  # SIGTERM stops the demo as Ctrl-C does: operator first

@@ -990,9 +990,9 @@ async def test_cli_serves_and_stops_on_sigterm(tmp_path: Path, emulator: Any) ->
     crd = tmp_path / "crd.json"
     crd.write_text(json.dumps(WIDGET_CRD))
     kubeconfig = tmp_path / "kubeconfig"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "operator"), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "emulator"), os.environ.get("PYTHONPATH", "")]))
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "session_operator.emulator", "--port", "0", "--tls",
+        sys.executable, "-m", "kube_emulator", "--port", "0", "--tls",
         "--kubeconfig", str(kubeconfig), "--crd", str(crd),
         stdout=asyncio.subprocess.PIPE, env=env,
     )  # fmt: skip
