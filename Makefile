@@ -23,7 +23,7 @@ venv: $(STAMP)
 ## demo: run the operator against the embedded API emulator and walk through a
 ## conflict, a queue promotion and a replacement, printing what kubectl would show.
 demo: $(STAMP)
-	$(PY) -m session_operator.demo
+	$(PY) -m demo
 
 ## test: every tier that runs without a cluster: lint, unit, emulator contract, integration.
 test: $(STAMP) lint
@@ -39,7 +39,7 @@ integration: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS) tests/integration
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check operator emulator tests
+	$(VENV)/bin/ruff check operator emulator demo tests
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
