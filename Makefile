@@ -9,10 +9,13 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test unit contract integration lint bench e2e kind-up clean venv
 
-$(STAMP): pyproject.toml
+# The emulator (emulator/) is a distribution of its own that the test extra names; pip
+# cannot resolve a relative path inside an extra, so both are installed in one command and
+# the local editable one satisfies the name.
+$(STAMP): pyproject.toml emulator/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,lint]"
+	$(PY) -m pip install --quiet -e ./emulator -e ".[test,lint]"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -20,7 +23,7 @@ venv: $(STAMP)
 ## demo: run the operator against the embedded API emulator and walk through a
 ## conflict, a queue promotion and a replacement, printing what kubectl would show.
 demo: $(STAMP)
-	$(PY) -m session_operator.demo
+	$(PY) -m demo
 
 ## test: every tier that runs without a cluster: lint, unit, emulator contract, integration.
 test: $(STAMP) lint
@@ -36,7 +39,7 @@ integration: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS) tests/integration
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check operator tests
+	$(VENV)/bin/ruff check operator emulator demo tests
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 

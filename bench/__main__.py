@@ -87,7 +87,7 @@ def bench_memory(n: int) -> dict[str, float]:
 
 
 async def bench_end_to_end(n: int) -> dict[str, float]:
-    from session_operator.emulator import EmulatorThread
+    from kube_emulator import EmulatorThread
     from support.operator_process import OperatorProcess
 
     results: dict[str, float] = {"sessions": n}

@@ -1,6 +1,6 @@
 """Shared fixtures: a Kubernetes API to test against.
 
-By default the in-repo API emulator (``session_operator.emulator``) runs over TLS in a
+By default the in-repo API emulator (``kube_emulator``, in ``emulator/``) runs over TLS in a
 background thread for the whole session. When ``SESSION_OPERATOR_TEST_KUBECONFIG`` names
 a kubeconfig, the same tests use that cluster instead, and tests marked ``faults``
 (which need the emulator's fault injection) are skipped.
@@ -33,7 +33,7 @@ KUBECONFIG_ENV = "SESSION_OPERATOR_TEST_KUBECONFIG"
 class Cluster:
     kubeconfig: Path
     url: str
-    emulator: Any  # session_operator.emulator.EmulatorControl, or None on a real cluster
+    emulator: Any  # kube_emulator.EmulatorControl, or None on a real cluster
     is_emulator: bool
 
 
@@ -57,7 +57,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     if real is not None:
         yield Cluster(kubeconfig=real, url=KubeConfig(real).server, emulator=None, is_emulator=False)
         return
-    from session_operator.emulator import EmulatorThread
+    from kube_emulator import EmulatorThread
 
     thread = EmulatorThread(tls=True, watch_history=5000)
     thread.start()

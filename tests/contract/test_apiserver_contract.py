@@ -2,9 +2,10 @@
 
 Runs against the in-repo emulator by default and, unchanged, against a real cluster when
 SESSION_OPERATOR_TEST_KUBECONFIG names a kubeconfig. Expectations come from
-``shared/design/apiserver-transcripts.json`` (recorded on kube-apiserver v1.24): status
-codes, reasons, message wording, ``details``, object shapes and watch event order are
-compared after replacing names, uids, resourceVersions and timestamps. Tests marked
+``transcripts/kube-apiserver-v1.24.json`` beside this file, recorded on kube-apiserver
+v1.24.0-alpha.1 (the version the file itself records, ``RECORDED_ON``): status codes,
+reasons, message wording, ``details``, object shapes and watch event order are compared
+after replacing names, uids, resourceVersions and timestamps. Tests marked
 ``faults`` need the emulator's fault injection and are skipped on a real cluster; on the
 emulator nothing here is skipped.
 """
@@ -26,18 +27,11 @@ import pytest
 from support.kubeclient import KubeClient
 
 ROOT = Path(__file__).resolve().parents[2]
-TRANSCRIPTS_PATH = next(
-    (
-        p
-        for p in (
-            ROOT / "shared" / "design" / "apiserver-transcripts.json",
-            ROOT.parent / "shared" / "design" / "apiserver-transcripts.json",
-        )
-        if p.exists()
-    ),
-    ROOT.parent / "shared" / "design" / "apiserver-transcripts.json",
-)
-TX: dict[str, dict[str, Any]] = {e["name"]: e for e in json.loads(TRANSCRIPTS_PATH.read_text())["exchanges"]}
+# The server the transcripts were recorded on; the file names it, and a test holds the two equal.
+RECORDED_ON = "kube-apiserver v1.24.0-alpha.1"
+TRANSCRIPTS_PATH = Path(__file__).resolve().parent / "transcripts" / "kube-apiserver-v1.24.json"
+TRANSCRIPTS: dict[str, Any] = json.loads(TRANSCRIPTS_PATH.read_text())
+TX: dict[str, dict[str, Any]] = {e["name"]: e for e in TRANSCRIPTS["exchanges"]}
 TX_NS = "transcripts"
 
 MERGE = "application/merge-patch+json"
@@ -92,7 +86,7 @@ def normalize(value: Any, namespace: str | None = None) -> Any:
 
 
 def assert_same(actual: Any, expected: Any, namespace: str) -> None:
-    assert normalize(actual, namespace) == normalize(expected, namespace)
+    assert normalize(actual, namespace) == normalize(expected, namespace), f"differs from what {RECORDED_ON} answered"
 
 
 def widget(name: str, **spec: Any) -> dict[str, Any]:
@@ -127,6 +121,15 @@ async def create_w1(kube: KubeClient, widgets: str) -> dict[str, Any]:
     status, body = await kube.request("POST", widgets, json=tx_request("cr-create"))
     assert status == 201, body
     return body
+
+
+# --------------------------------------------------------------------------- the transcripts themselves
+
+
+def test_transcripts_name_the_server_they_were_recorded_on() -> None:
+    print(f"transcripts: {TRANSCRIPTS_PATH.name}, recorded on {RECORDED_ON}")
+    assert TRANSCRIPTS["server"].split(" (")[0] == RECORDED_ON
+    assert TX["version"]["response"]["body"]["gitVersion"] == RECORDED_ON.split()[-1]
 
 
 # --------------------------------------------------------------------------- discovery and CRDs
@@ -987,9 +990,9 @@ async def test_cli_serves_and_stops_on_sigterm(tmp_path: Path, emulator: Any) ->
     crd = tmp_path / "crd.json"
     crd.write_text(json.dumps(WIDGET_CRD))
     kubeconfig = tmp_path / "kubeconfig"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "operator"), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "emulator"), os.environ.get("PYTHONPATH", "")]))
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "session_operator.emulator", "--port", "0", "--tls",
+        sys.executable, "-m", "kube_emulator", "--port", "0", "--tls",
         "--kubeconfig", str(kubeconfig), "--crd", str(crd),
         stdout=asyncio.subprocess.PIPE, env=env,
     )  # fmt: skip

@@ -19,7 +19,7 @@ from typing import Any
 
 import jsonschema
 import pytest
-import re2  # the API server's regex engine (google-re2, declared in the emulator extra)
+import re2  # the API server's regex engine (google-re2, declared in the test extra)
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st

@@ -1,7 +1,7 @@
 """Fault injection and request accounting.
 
 Both are driven from the emulator's event loop; the HTTP control endpoints and
-:class:`~session_operator.emulator.control.EmulatorControl` are the thread-safe
+:class:`~kube_emulator.control.EmulatorControl` are the thread-safe
 ways in from elsewhere.
 """
 

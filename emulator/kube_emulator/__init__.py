@@ -1,8 +1,9 @@
 """A Kubernetes API server emulator for tests (in-memory, aiohttp, no Docker).
 
-It behaves like kube-apiserver v1.24 (the version ``shared/design/apiserver-transcripts.json``
-was recorded against) on what kopf, kubernetes_asyncio and kubectl rely on, and the
-contract tests in ``tests/contract`` hold it to those transcripts.
+It behaves like kube-apiserver v1.24 (the version the transcripts in
+``tests/contract/transcripts/`` were recorded on) on what kopf, kubernetes_asyncio and
+kubectl rely on, and the contract tests in ``tests/contract`` hold it to those transcripts.
+Run it on its own with ``python -m kube_emulator``.
 
 What it emulates
 ----------------

@@ -1,4 +1,4 @@
-"""``python -m session_operator.emulator --port 0 --kubeconfig PATH [--tls] [--crd FILE ...]``.
+"""``python -m kube_emulator --port 0 --kubeconfig PATH [--tls] [--crd FILE ...]``.
 
 Prints ``ready <url>`` on stdout once serving; stops cleanly on SIGINT/SIGTERM.
 """
@@ -15,7 +15,7 @@ from .server import Emulator
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m session_operator.emulator", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m kube_emulator", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port (0 picks a free one)")
     parser.add_argument("--kubeconfig", help="write a kubeconfig for this server here")

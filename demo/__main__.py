@@ -25,10 +25,10 @@ from typing import Any
 
 import yaml
 
-from .kube import Kube, NotFound
-from .model import GROUP, PLURAL, VERSION, claim_name, parse_time
+from session_operator.kube import Kube, NotFound
+from session_operator.model import GROUP, PLURAL, VERSION, claim_name, parse_time
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
 
 
@@ -234,12 +234,12 @@ async def _walkthrough(demo: Demo) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m session_operator.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__)
     parser.add_argument("--keep", action="store_true", help="stay up after the walkthrough until Ctrl-C")
     parser.add_argument("--workdir", default=str(ROOT / ".demo"), help="where the kubeconfig and logs go")
     args = parser.parse_args(argv)
 
-    from .emulator import EmulatorThread
+    from kube_emulator import EmulatorThread
 
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt  # SIGTERM stops the demo as Ctrl-C does: operator first

@@ -37,7 +37,7 @@ from .store import Store, Watcher
 from .table import to_table, wants_table
 from .tls import ServerCerts
 
-log = logging.getLogger("session_operator.emulator")
+log = logging.getLogger("kube_emulator")
 
 VERSION_INFO = {
     "major": "1",
