@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from support.apiserver import TRANSITION_RULES_SINCE, server_minor
 from support.kubeclient import KubeClient, KubeConfig
 
 KUBECONFIG_ENV = "SESSION_OPERATOR_TEST_KUBECONFIG"
@@ -35,6 +36,7 @@ class Cluster:
     url: str
     emulator: Any  # kube_emulator.EmulatorControl, or None on a real cluster
     is_emulator: bool
+    transition_rules: bool = True  # CEL rules with oldSelf compile here (support.apiserver)
 
 
 def _real_kubeconfig() -> Path | None:
@@ -43,19 +45,30 @@ def _real_kubeconfig() -> Path | None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if _real_kubeconfig() is None:
+    real = _real_kubeconfig()
+    if real is None:
         return
     skip = pytest.mark.skip(reason=f"needs the API emulator's fault injection ({KUBECONFIG_ENV} is set)")
+    no_rules = pytest.mark.skip(reason="API server before 1.25: CEL transition rules (oldSelf) do not compile")
+    old_server: bool | None = None
     for item in items:
         if "faults" in item.keywords:
             item.add_marker(skip)
+        if "transition_rules" in item.keywords:
+            if old_server is None:
+                old_server = server_minor(real) < TRANSITION_RULES_SINCE
+            if old_server:
+                item.add_marker(no_rules)
 
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     real = _real_kubeconfig()
     if real is not None:
-        yield Cluster(kubeconfig=real, url=KubeConfig(real).server, emulator=None, is_emulator=False)
+        yield Cluster(
+            kubeconfig=real, url=KubeConfig(real).server, emulator=None, is_emulator=False,
+            transition_rules=server_minor(real) >= TRANSITION_RULES_SINCE,
+        )
         return
     from kube_emulator import EmulatorThread
 

@@ -725,6 +725,7 @@ GIZMO_CRD: dict[str, Any] = {
 }
 
 
+@pytest.mark.transition_rules
 async def test_cel_transition_rule_makes_a_field_immutable(kube: KubeClient, namespace: str) -> None:
     await kube.apply_crd(GIZMO_CRD)
     gizmos = f"/apis/example.test/v1/namespaces/{namespace}/gizmos"

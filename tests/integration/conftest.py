@@ -12,15 +12,18 @@ import yaml
 
 from session_operator.kube import Conflict, Kube, NotFound
 from session_operator.model import LEGACY_FINALIZER as FINALIZER
+from support.apiserver import without_transition_rules
 from support.operator_process import OperatorProcess
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "sessions.session-operator.io.yaml"
 
 
-async def _install_crd(kubeconfig: Path) -> None:
+async def _install_crd(kubeconfig: Path, transition_rules: bool) -> None:
     kube = await Kube.connect(str(kubeconfig))
     try:
         crd = yaml.safe_load(CRD_PATH.read_text())
+        if not transition_rules:
+            crd = without_transition_rules(crd)
         path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
         try:
             await kube.request("POST", path, body=crd)
@@ -41,7 +44,7 @@ async def _install_crd(kubeconfig: Path) -> None:
 
 @pytest.fixture(scope="session")
 def session_crd(cluster: Any) -> Path:
-    asyncio.run(_install_crd(cluster.kubeconfig))
+    asyncio.run(_install_crd(cluster.kubeconfig, cluster.transition_rules))
     return CRD_PATH
 
 

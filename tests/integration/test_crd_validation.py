@@ -117,6 +117,7 @@ async def test_session_without_spec_is_rejected(kube: Any, sessions: str) -> Non
 # --------------------------------------------------------------------------- target is immutable
 
 
+@pytest.mark.transition_rules
 async def test_target_change_by_merge_patch_is_rejected(kube: Any, sessions: str) -> None:
     await create(kube, sessions, session("pinned", target="repo/payments"))
 
@@ -129,6 +130,7 @@ async def test_target_change_by_merge_patch_is_rejected(kube: Any, sessions: str
     assert stored["metadata"]["generation"] == 1
 
 
+@pytest.mark.transition_rules
 async def test_target_change_by_put_is_rejected(kube: Any, sessions: str) -> None:
     created = await create(kube, sessions, session("pinned-put", target="repo/payments"))
     replacement = {**created, "spec": {**created["spec"], "target": "repo/billing"}}
