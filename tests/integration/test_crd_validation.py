@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+
+from support.apiserver import without_transition_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "crds" / "sessions.session-operator.io.yaml"
@@ -26,9 +29,10 @@ MERGE_PATCH = "application/merge-patch+json"
 
 
 @pytest.fixture
-async def sessions(kube: Any, namespace: str) -> str:
+async def sessions(kube: Any, namespace: str, cluster: Any) -> str:
     """The collection path of Sessions in a fresh namespace, with the CRD served."""
-    await kube.apply_crd(CRD_PATH)
+    crd = yaml.safe_load(CRD_PATH.read_text())
+    await kube.apply_crd(crd if cluster.transition_rules else without_transition_rules(crd))
     return f"/apis/{GROUP_VERSION}/namespaces/{namespace}/sessions"
 
 

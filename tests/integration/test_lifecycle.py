@@ -4,7 +4,6 @@ duration, archive and retention, with durations of seconds."""
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -147,7 +146,11 @@ async def test_inactive_then_active_again_is_reevaluated(kube: Any, namespace: s
     await s.patch_spec(kube, namespace, "a", state="Inactive")
     inactive = await wait_phase(kube, namespace, "a", "Inactive")
     assert s.condition(inactive, "Ready")["reason"] == "Inactive"
-    assert await s.claim(kube, namespace, "workspace/g") is None  # released
+
+    async def released() -> bool:  # demoted first, then the claim goes
+        return await s.claim(kube, namespace, "workspace/g") is None
+
+    await s.eventually(released, within=10, what="the claim released")
     await s.create(kube, namespace, "b", "workspace/g")
     await wait_phase(kube, namespace, "b", "Active")
     await s.patch_spec(kube, namespace, "a", state="Active", onConflict="Queue")
@@ -160,12 +163,14 @@ async def test_inactive_then_active_again_is_reevaluated(kube: Any, namespace: s
 
 
 async def test_lifecycle_transitions_take_no_periodic_polling(kube: Any, namespace: str, cluster: Any) -> None:
-    """Time is only acted on when something is due: a session a second from its deadline
-    is handled within a second of it."""
-    await s.create(kube, namespace, "soon", "workspace/h", idleTimeout="1s")
-    items = await s.phases_when_settled(kube, namespace, ["soon"])
-    deadline = parse_time(items["soon"]["status"]["idleDeadline"])
-    assert deadline is not None
-    started = time.monotonic()
-    await wait_phase(kube, namespace, "soon", "Abandoned", within=10)
-    assert time.monotonic() - started < 3
+    """Time is only acted on when something is due, and then at once: the operator's own
+    stamps show the session abandoned within a second or so of its idle deadline (no
+    periodic sweep), however long the test itself takes to look."""
+    await s.create(kube, namespace, "soon", "workspace/h", idleTimeout="2s")
+    abandoned = await wait_phase(kube, namespace, "soon", "Abandoned", within=20)
+    status = abandoned["status"]
+    deadline = parse_time(status["activeSince"]) + timedelta(seconds=2)
+    ended = parse_time(status["endedAt"])
+    assert deadline is not None and ended is not None
+    # Stamps have one-second resolution: "at its deadline" is within two seconds of it.
+    assert timedelta(0) <= ended - deadline <= timedelta(seconds=2), status

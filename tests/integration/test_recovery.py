@@ -116,8 +116,12 @@ async def test_deadline_passed_while_down_acted_on_at_return(
             abandoned_at = time.monotonic()
         await asyncio.sleep(0.02)
     assert ready_at is not None and abandoned_at is not None, operator.logs()[-3000:]
-    # Acted on within a second of the operator being back.
-    assert abandoned_at - ready_at < 1.0, (ready_at, abandoned_at)
+    # Acted on as soon as it is back (its first resync), not at some later sweep.
+    assert abandoned_at - ready_at < 5.0, (ready_at, abandoned_at)
     items = await s.phases_when_settled(kube, namespace, ["idle", "waiting"])
     assert s.condition(items["idle"], "Ready")["reason"] == "IdleTimeout"
-    assert s.phase(items["waiting"]) == "Active"
+
+    async def promoted() -> bool:  # the holder is demoted first, then the claim moves
+        return s.phase(await s.get(kube, namespace, "waiting")) == "Active"
+
+    await s.eventually(promoted, within=10, what="the queue head promoted")
