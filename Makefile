@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo test unit contract integration lint bench e2e kind-up clean venv
+.PHONY: demo test unit chart contract integration lint bench e2e kind-up clean venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,12 +22,16 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m session_operator.demo
 
-## test: every tier that runs without a cluster: lint, unit, emulator contract, integration.
+## test: every tier that runs without a cluster: lint, unit, the Helm chart, emulator contract, integration.
 test: $(STAMP) lint
-	$(PY) -m pytest $(PYTEST_ARGS) tests/unit tests/contract tests/integration
+	$(PY) -m pytest $(PYTEST_ARGS) tests/unit tests/chart tests/contract tests/integration
 
 unit: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS) tests/unit
+
+## chart: the Helm chart, offline: render, lint, schemas, RBAC, alerts, Argo CD and kstatus health.
+chart: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS) tests/chart
 
 contract: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS) tests/contract
