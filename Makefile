@@ -6,8 +6,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+# The operator's image; `localhost/` keeps the name the same in every engine and in kind.
+IMAGE ?= localhost/session-operator:$(VERSION)
+# Empty: the Containerfile's default (a Python 3.11 slim image).
+BASE_IMAGE ?=
+CONTAINER_TOOL ?= $(firstword $(foreach tool,podman buildah docker,$(if $(shell command -v $(tool) 2>/dev/null),$(tool))))
 
-.PHONY: demo test unit chart contract integration lint bench e2e kind-up clean venv
+.PHONY: demo test unit chart contract integration lint bench image e2e kind-up clean venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,10 +49,17 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check operator tests
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/hadolint Containerfile
 
 ## bench: decision throughput and memory, as ratios against a floor measured in the same run.
 bench: $(STAMP)
 	$(PY) -m bench
+
+## image: the operator's image from the Containerfile, with podman, buildah or docker.
+image:
+	@test -n "$(CONTAINER_TOOL)" || { echo "make image needs podman, buildah or docker" >&2; exit 1; }
+	DOCKER_BUILDKIT=1 $(CONTAINER_TOOL) build -f Containerfile -t $(IMAGE) \
+		$(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) .
 
 ## e2e: the integration tests against a real cluster (kind; needs Docker).
 kind-up:

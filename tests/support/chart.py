@@ -91,6 +91,12 @@ def only(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return found[0]
 
 
+def container_user_id() -> int:
+    """The user id the chart runs the operator as by default."""
+    with (CHART_DIR / "values.yaml").open(encoding="utf-8") as f:
+        return int(yaml.safe_load(f)["podSecurityContext"]["runAsUser"])
+
+
 def chart_metadata() -> dict[str, Any]:
     with (CHART_DIR / "Chart.yaml").open(encoding="utf-8") as f:
         return yaml.safe_load(f)
