@@ -12,8 +12,9 @@ IMAGE ?= localhost/session-operator:$(VERSION)
 # Empty: the Containerfile's default (a Python 3.11 slim image).
 BASE_IMAGE ?=
 CONTAINER_TOOL ?= $(firstword $(foreach tool,podman buildah docker,$(if $(shell command -v $(tool) 2>/dev/null),$(tool))))
+KIND_CLUSTER ?= session-operator
 
-.PHONY: demo test unit chart contract integration lint bench image e2e kind-up clean venv
+.PHONY: demo test unit chart contract integration lint bench image e2e kind-up kind-load clean venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,14 +62,22 @@ image:
 	DOCKER_BUILDKIT=1 $(CONTAINER_TOOL) build -f Containerfile -t $(IMAGE) \
 		$(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) .
 
-## e2e: the integration tests against a real cluster (kind; needs Docker).
+## e2e: install the chart on a real cluster (kind; needs Docker or podman), check the
+## installed operator, then run the contract and integration tiers against that cluster.
 kind-up:
-	kind create cluster --name session-operator
-	kind get kubeconfig --name session-operator > .kind-kubeconfig
+	kind create cluster --name $(KIND_CLUSTER)
+	kind get kubeconfig --name $(KIND_CLUSTER) > .kind-kubeconfig
 
-e2e: $(STAMP)
+kind-load: image
+	rm -f .image.tar
+	$(if $(filter buildah,$(CONTAINER_TOOL)),buildah push $(IMAGE) docker-archive:.image.tar:$(IMAGE),$(CONTAINER_TOOL) save -o .image.tar $(IMAGE))
+	kind load image-archive .image.tar --name $(KIND_CLUSTER)
+	rm -f .image.tar
+
+e2e: $(STAMP) kind-load
 	SESSION_OPERATOR_TEST_KUBECONFIG=$${SESSION_OPERATOR_TEST_KUBECONFIG:-$(CURDIR)/.kind-kubeconfig} \
-		$(PY) -m pytest $(PYTEST_ARGS) tests/contract tests/integration tests/e2e
+	SESSION_OPERATOR_E2E_IMAGE=$(IMAGE) \
+		$(PY) -m pytest $(PYTEST_ARGS) tests/e2e tests/contract tests/integration
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .demo
