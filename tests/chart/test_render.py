@@ -221,6 +221,14 @@ def test_rendered_arguments_are_accepted_by_the_operator() -> None:
     assert (settings.log_format, settings.workers) == ("text", 4)
 
 
+def test_unset_tuning_values_leave_the_operators_defaults() -> None:
+    """workers and deleteBatchSize default to null: no flag, so the operator's default holds."""
+    args = container()["args"]
+    assert not [a for a in args if a.startswith(("--workers", "--delete-batch-size"))]
+    args = container({"operator": {"workers": 32, "deleteBatchSize": 10}})["args"]
+    assert {"--workers=32", "--delete-batch-size=10"} <= set(args)
+
+
 def test_without_leader_election() -> None:
     settings = _settings_of({"replicaCount": 1, "operator": {"leaderElection": {"enabled": False}}})
     assert settings.leader_elect is False

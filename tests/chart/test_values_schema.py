@@ -134,8 +134,11 @@ WRONG = {"string": 12, "integer": "twelve", "number": "twelve", "boolean": "yes"
 
 
 def wrong_value(schema: dict[str, Any]) -> Any:
-    if "type" in schema:
-        return WRONG[schema["type"]]
+    kind = schema.get("type")
+    if isinstance(kind, list):  # ["integer", "null"]: the value may be left to the operator
+        kind = next(k for k in kind if k != "null")
+    if kind:
+        return WRONG[kind]
     return True  # anyOf (int-or-percent, quantities): a boolean is none of them
 
 
