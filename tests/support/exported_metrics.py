@@ -23,6 +23,8 @@ EXPORTED: dict[str, str] = {
     "session_operator_retention_deletions_total": "counter",
     "session_operator_deadlines_pending": "gauge",
     "session_operator_events_posted_total": "counter",
+    "session_operator_events_dropped_total": "counter",
+    "session_operator_watch_lists_total": "counter",
     "session_operator_leader": "gauge",
     "session_operator_oldest_undecided_seconds": "gauge",
 }
