@@ -42,10 +42,12 @@ def series_names(families: dict[str, str] | None = None) -> frozenset[str]:
 
 def families_in(exposition: str, prefix: str = "session_operator_") -> dict[str, str]:
     """The families in a /metrics scrape (Prometheus text format), shaped like EXPORTED."""
-    found: dict[str, str] = {}
-    for family in text_string_to_metric_families(exposition):
-        if not family.name.startswith(prefix):
-            continue
-        name = family.name + "_total" if family.type == "counter" else family.name
-        found[name] = family.type
-    return found
+    families = [f for f in text_string_to_metric_families(exposition) if f.name.startswith(prefix)]
+    # prometheus_client also serves <name>_created for counters and histograms, as
+    # gauges of their own; they are timestamps of those families, not families.
+    timed = {f.name + "_created" for f in families if f.type in ("counter", "histogram", "summary")}
+    return {
+        family.name + "_total" if family.type == "counter" else family.name: family.type
+        for family in families
+        if family.name not in timed
+    }
