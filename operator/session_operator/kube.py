@@ -12,6 +12,7 @@ decide again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
@@ -20,9 +21,10 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
-from kubernetes_asyncio.client.exceptions import ApiException
+from yarl import URL
 
 from . import __version__, model
 from .errors import ApiError, Conflict, NotFound
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 MERGE_PATCH = "application/merge-patch+json"
 # Bounded so that a hung connection never stalls a reconcile worker for long.
 REQUEST_TIMEOUT = 30.0
+_REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
 
 
 def _error_from(status: int, reason: str, body: str | bytes | None) -> ApiError:
@@ -54,10 +57,27 @@ def _error_from(status: int, reason: str, body: str | bytes | None) -> ApiError:
 
 
 class Kube:
-    """An authenticated connection to one API server."""
+    """An authenticated connection to one API server.
 
-    def __init__(self, api_client: k8s_client.ApiClient) -> None:
+    The configuration (kubeconfig or in-cluster; TLS; tokens, refreshed as they rotate)
+    comes from kubernetes_asyncio; requests go out on an aiohttp session of our own over
+    the same TLS connector. That session does not read the environment on every request:
+    the client library's does (a netrc lookup and a proxy lookup, each on a worker thread,
+    twice per request), which cost more than the rest of a write. The environment's proxy
+    for the API server is resolved once, at connection time, instead.
+    """
+
+    def __init__(self, api_client: k8s_client.ApiClient, proxy: str | None = None) -> None:
         self._api = api_client
+        configuration = api_client.configuration
+        self._host = str(configuration.host or "").rstrip("/")
+        self._proxy = configuration.proxy or proxy
+        self._server_hostname = getattr(configuration, "tls_server_name", None) or None
+        self._user_agent = f"session-operator/{__version__}"  # what audit logs show
+        pool = api_client.rest_client.pool_manager
+        self._session = aiohttp.ClientSession(
+            connector=pool.connector, connector_owner=False, trust_env=False, read_bufsize=2**21
+        )
 
     @classmethod
     async def connect(cls, kubeconfig: str | None = None) -> Kube:
@@ -71,10 +91,16 @@ class Kube:
             except (k8s_config.ConfigException, FileNotFoundError, TypeError):
                 k8s_config.load_incluster_config(client_configuration=configuration)
         api_client = k8s_client.ApiClient(configuration)
-        api_client.user_agent = f"session-operator/{__version__}"  # what audit logs show
-        return cls(api_client)
+        api_client.user_agent = f"session-operator/{__version__}"
+        proxy = None
+        if not configuration.proxy:
+            with contextlib.suppress(LookupError):
+                env_proxy, _ = get_env_proxy_for_url(URL(str(configuration.host)))
+                proxy = str(env_proxy)
+        return cls(api_client, proxy)
 
     async def close(self) -> None:
+        await self._session.close()
         await self._api.close()
 
     async def credentials(self) -> dict[str, Any]:
@@ -97,6 +123,34 @@ class Kube:
             "private_key_path": config.key_file,
         }
 
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str] | None,
+        body: Any,
+        content_type: str,
+        limits: aiohttp.ClientTimeout,
+    ) -> aiohttp.ClientResponse:
+        headers = {"Accept": "application/json", "User-Agent": self._user_agent}
+        queries: list[tuple[str, str]] = list((query or {}).items())
+        # The configured credentials, with the token refreshed when it rotates.
+        await self._api.update_params_for_auth(headers, queries, ["BearerToken"])
+        data = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            data = json.dumps(body).encode()
+        return await self._session.request(
+            method,
+            self._host + path,
+            params=queries or None,
+            data=data,
+            headers=headers,
+            timeout=limits,
+            proxy=self._proxy,
+            server_hostname=self._server_hostname,
+        )
+
     async def request(
         self,
         method: str,
@@ -106,27 +160,13 @@ class Kube:
         query: Mapping[str, str] | None = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
-        headers = {"Accept": "application/json", "Content-Type": content_type}
         try:
-            # _preload_content=False hands back the raw response: the generated client would
-            # otherwise try to deserialise into models (and drops the body without a type).
-            response = await self._api.call_api(
-                path,
-                method,
-                query_params=list((query or {}).items()),
-                header_params=headers,
-                body=body,
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
+            response = await self._send(method, path, query, body, content_type, _REQUEST_TIMEOUT)
             try:
                 data = await response.read()
                 status = response.status
             finally:
                 response.release()
-        except ApiException as e:
-            raise _error_from(int(e.status or 0), str(e.reason or ""), e.body) from e
         except (TimeoutError, OSError, aiohttp.ClientError) as e:
             raise ApiError(0, "ConnectionError", str(e) or type(e).__name__) from e
         if status >= 400:
@@ -144,17 +184,7 @@ class Kube:
         """
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=idle_timeout)
         try:
-            response = await self._api.call_api(
-                path,
-                "GET",
-                query_params=[*query.items(), ("watch", "true")],
-                header_params={"Accept": "application/json"},
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _request_timeout=timeout,
-            )
-        except ApiException as e:
-            raise _error_from(int(e.status or 0), str(e.reason or ""), e.body) from e
+            response = await self._send("GET", path, {**query, "watch": "true"}, None, "", timeout)
         except (TimeoutError, OSError, aiohttp.ClientError) as e:
             raise ApiError(0, "ConnectionError", str(e) or type(e).__name__) from e
         try:
