@@ -55,9 +55,13 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint Containerfile
 
-## bench: decision throughput and memory, as ratios against a floor measured in the same run.
+## bench: issue 7's scale figures (start-up, bursts, queue, isolated, requests per decision),
+## each beside a floor measured in the same run; against the emulator, or the cluster named by
+## SESSION_OPERATOR_TEST_KUBECONFIG. `make bench BENCH_ARGS=--quick` (or ARGS=...) for a smoke run;
+## `python -m bench --help` lists the cases and flags.
+BENCH_ARGS ?= $(ARGS)
 bench: $(STAMP)
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 ## image: the operator's image from the Containerfile, with podman, buildah or docker.
 image:

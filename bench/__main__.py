@@ -1,170 +1,209 @@
-"""``make bench``: speed and memory as ratios against floors measured in the same run.
+"""``make bench``: issue 7's figures, each beside a floor measured in the same run.
 
-Absolute times depend on the machine; a ratio against a floor measured alongside does
-not (much), so the numbers can be compared between runs and machines:
+Runs against the API emulator (``python -m kube_emulator --tls``, a process of its own,
+fresh for every case) or, when ``SESSION_OPERATOR_TEST_KUBECONFIG`` names a kubeconfig,
+against that cluster (in namespaces of its own, deleted afterwards; no other operator may
+be deciding sessions there). The operator is the real ``session-operator run
+--no-leader-elect`` process, started afresh for every case. Everything is on loopback (or
+the given cluster); every load loop stops by itself at its count or its time limit.
 
-* decide: the arbiter on one target group of N sessions (a holder and a queue), against
-  the floor of merely sorting the same N sessions into queue order.
-* end-to-end: N sessions over N targets created against the API emulator, until the
-  operator process has decided all of them, against the floor of the same client doing
-  the minimum itself (create, then one status write each) on the same emulator.
-* memory: the index's records for N sessions, against the raw JSON bodies they come from.
+Prints one Markdown table and writes it, with the server (``/version`` gitVersion, or
+"emulator"), the machine and the date, to ``bench/results/latest.md``; every figure
+behind it goes to ``bench/results/latest.json``; process logs to ``bench/results/logs/``.
 
-Results go to stdout and to bench/results/latest.json.
+The table
+---------
+case              what ran, and its size (``n``)
+measure           what is measured
+session-operator  the figure for the operator process
+floor (same run)  the same work done without the operator, on the same server in the same
+                  run, so that the ratio, not the absolute time, carries across machines:
+                  startup: a paged LIST (``limit=500``) of the same sessions and claims;
+                  bursts and isolated: the benchmark's client making the operator's writes
+                  itself (session create, claim Lease create, status merge patch guarded by
+                  ``metadata.resourceVersion``, a status of the operator's own shape and
+                  size), at the same concurrency, seen on the same kind of watch;
+                  requests: the writes a decision needs plus the Events the contract asks;
+                  decide: sorting the same sessions into queue order
+ratio             operator ÷ floor (times, throughput, requests); for p99, p99 ÷ (3 × the
+                  floor burst's duration); for memory, (RSS − RSS on an empty cluster) ÷ n
+goal              issue 7's goal for that ratio ("–": none, reported for information)
+met               yes / **no** against the goal; "–" where there is no goal
+
+Cases (``--only``, comma-separated)
+-----------------------------------
+startup       n sessions (``--sizes``; default 10,000) and their claims over 100 namespaces:
+              half decided (Active holders with claims, Queued, Rejected), half created
+              while the operator was down; then the operator starts. Time to /readyz 200,
+              until a session created just after the start is decided, until all are;
+              RSS once done, against an operator on the empty server (bytes per session).
+              Emulator: loaded with its bulk-load control; a real cluster: through the
+              API (sizes above 10,000 are emulator only).
+burst-1000    n new sessions over n targets (onConflict Reject), 20 concurrent creates;
+burst-5000    decided per second (first create → last decision seen on a watch opened
+              before) and create → decided seen, p50 / p99.
+queue-1000    n new sessions on one target with onConflict Queue; the same measures.
+isolated      create → Active seen, one at a time (200 after 20 warm-up): p50, p99.
+requests      API requests per decision made by the operator's user agent, as the
+              emulator counts them (emulator only): new, Reject, Queue, promotion,
+              Replace, activity, idle abandonment.
+watch-safety  no run of its own: the watches of all cases above check that no target
+              ever shows two Active sessions at once; the row sums what they saw.
+              Alone, it runs burst-1000 and queue-1000.
+decide        (extra, in process) the arbiter on one target group against sorting it.
+
+``--quick`` runs every case at a few hundred sessions (a smoke run, a few minutes).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
-import json
+import shutil
 import sys
 import time
-import tracemalloc
-from datetime import UTC, datetime, timedelta
+import traceback
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "tests")]
 
-from session_operator.arbiter import decide  # noqa: E402
-from session_operator.model import SessionView, format_time  # noqa: E402
+from .cluster import RealCluster, real_kubeconfig  # noqa: E402
+from .report import Row, machine, table, write  # noqa: E402
+from .run import Run, Sizes  # noqa: E402
 
-T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
-
-
-def session_body(i: int, *, queued: bool) -> dict[str, Any]:
-    status: dict[str, Any] = {}
-    if queued:
-        status = {"phase": "Queued", "observedGeneration": 1, "queuePosition": i, "holder": {"name": "s0"}}
-    elif i == 0:
-        status = {"phase": "Active", "observedGeneration": 1, "activeSince": format_time(T0)}
-    return {
-        "metadata": {"namespace": "bench", "name": f"s{i}", "uid": f"uid-{i}", "resourceVersion": str(i + 1),
-                     "generation": 1, "creationTimestamp": format_time(T0 + timedelta(seconds=i))},
-        "spec": {"target": "repo/bench", "onConflict": "Queue", "priority": i % 7, "profile": "p"},
-        "status": status,
-    }
+CASES = ["startup", "burst-1000", "burst-5000", "queue-1000", "isolated", "requests", "watch-safety", "decide"]
+WATCHED = {"startup", "burst-1000", "burst-5000", "queue-1000", "isolated", "requests"}
+EMULATOR_ONLY_ABOVE = 10_000
 
 
-def best_of(fn: Any, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of every case")
+    parser.add_argument("--only", default="", metavar="CASE[,CASE]", help=f"run only these ({', '.join(CASES)})")
+    parser.add_argument("--sizes", default="", metavar="N[,N]",
+                        help="session counts for the startup case (e.g. 1000,10000,100000)")
+    parser.add_argument("--keep-going", action="store_true", help="after a case fails, run the others")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"), help="where results go")
+    args = parser.parse_args(argv)
+    args.cases = [c.strip() for c in args.only.split(",") if c.strip()] or list(CASES)
+    unknown = [c for c in args.cases if c not in CASES]
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
+    try:
+        args.size_list = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
+    except ValueError:
+        parser.error("--sizes takes comma-separated integers")
+    if any(n < 8 for n in args.size_list):
+        parser.error("--sizes: at least 8 sessions")
+    return args
+
+
+async def run_case(run: Run, case: str) -> None:
+    from . import apicalls, bursts, startup
+    from .decide import decide_case
+
+    sizes = run.sizes
+    if case == "startup":
+        for n in sizes.startup:
+            print(f"-- startup, n={n:,}", flush=True)
+            await startup.startup(run, n)
+        startup.growth_row(run)
+    elif case == "burst-1000":
+        await bursts.burst(run, case, sizes.burst_small, queue=False)
+    elif case == "burst-5000":
+        await bursts.burst(run, case, sizes.burst_large, queue=False)
+    elif case == "queue-1000":
+        await bursts.burst(run, case, sizes.queue, queue=True)
+    elif case == "isolated":
+        await bursts.isolated(run)
+    elif case == "requests":
+        await apicalls.requests_case(run)
+    elif case == "decide":
+        result, rows = decide_case(sizes.decide)
+        run.results["decide"] = result
+        run.rows.extend(rows)
+    elif case == "watch-safety":
+        watched = {k: v for k, v in run.violations.items()}
+        total = sum(watched.values())
+        run.results["watch-safety"] = watched
+        run.rows.append(Row(
+            "watch-safety", "moments a target showed two Active sessions, in every watched case",
+            f"{total} (" + ", ".join(f"{k} {v}" for k, v in watched.items()) + ")" if watched else "no case watched",
+            "–", "–", "0", total == 0 if watched else None,
+        ))
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    sizes = Sizes.quick() if args.quick else Sizes.full()
+    if args.size_list:
+        sizes.startup = args.size_list
+    cases = list(args.cases)
+    if cases == ["watch-safety"]:
+        cases = ["burst-1000", "queue-1000", "watch-safety"]
+    elif "watch-safety" in cases:  # it sums the others: last
+        cases = [c for c in cases if c != "watch-safety"] + ["watch-safety"]
+    out = Path(args.out)
+    logs = out / "logs"
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir(parents=True, exist_ok=True)
+    kubeconfig = real_kubeconfig()
+    real = RealCluster(kubeconfig) if kubeconfig is not None else None
+    run = Run(sizes=sizes, workdir=out, real=real)
+    if real is not None:
+        await real.prepare()
+        too_big = [n for n in sizes.startup if n > EMULATOR_ONLY_ABOVE]
+        if too_big:
+            sizes.startup = [n for n in sizes.startup if n <= EMULATOR_ONLY_ABOVE]
+            run.note(f"startup: sizes {too_big} are emulator only, skipped on a real cluster")
+    server_name = real.name if real is not None else "emulator"
+    info = machine()
+    date = datetime.now(UTC).isoformat(timespec="seconds")
+    print(f"session-operator benchmark on {server_name}, {info['cores']} cores, {date}", flush=True)
+    durations: dict[str, float] = {}
+    errors: dict[str, str] = {}
+    for case in cases:
+        print(f"== {case}", flush=True)
         started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return min(times)
-
-
-def bench_decide(n: int) -> dict[str, float]:
-    from session_operator.model import Claim
-
-    views = [SessionView.from_body(session_body(i, queued=i > 0)) for i in range(n)]
-    claim = Claim(name="c", holder="s0", holder_uid="uid-0", resource_version="1")
-    undecided = [SessionView.from_body({**session_body(n + i, queued=False), "status": {}}) for i in range(50)]
-    floor = best_of(lambda: sorted(views + undecided, key=lambda v: v.order_key), 20)
-    steady = best_of(lambda: decide(views, claim, T0), 20)
-    burst = best_of(lambda: decide(views + undecided, claim, T0), 20)
-    return {"sessions": n, "floor_s": floor, "steady_s": steady, "burst_s": burst,
-            "steady_ratio": steady / floor, "burst_ratio": burst / floor}
-
-
-def bench_memory(n: int) -> dict[str, float]:
-    bodies = [session_body(i, queued=i > 0) for i in range(n)]
-    raw = len(json.dumps(bodies).encode())
-    gc.collect()
-    tracemalloc.start()
-    before = tracemalloc.take_snapshot()
-    views = [SessionView.from_body(b) for b in bodies]
-    after = tracemalloc.take_snapshot()
-    tracemalloc.stop()
-    used = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
-    assert len(views) == n
-    return {"sessions": n, "raw_json_bytes": raw, "index_bytes": used, "ratio": used / raw,
-            "bytes_per_session": used / n}
-
-
-async def bench_end_to_end(n: int) -> dict[str, float]:
-    from kube_emulator import EmulatorThread
-    from support.operator_process import OperatorProcess
-
-    results: dict[str, float] = {"sessions": n}
-    with EmulatorThread() as emulator:
-        workdir = ROOT / "bench" / "results"
-        workdir.mkdir(parents=True, exist_ok=True)
-        kubeconfig = emulator.write_kubeconfig(workdir / "kubeconfig")
-        emulator.control.apply_crd(ROOT / "crds" / "sessions.session-operator.io.yaml")
-        from session_operator.kube import Kube
-
-        kube = await Kube.connect(str(kubeconfig))
-        base = "/apis/session-operator.io/v1alpha1/namespaces/{ns}/sessions"
-        for ns in ("floor", "operator"):
-            await kube.request("POST", "/api/v1/namespaces",
-                               body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-
-        def body(i: int) -> dict[str, Any]:
-            return {"apiVersion": "session-operator.io/v1alpha1", "kind": "Session",
-                    "metadata": {"name": f"s{i}"}, "spec": {"target": f"repo/{i}"}}
-
-        sem = asyncio.Semaphore(50)
-
-        async def floor_one(i: int) -> None:
-            async with sem:
-                created = await kube.request("POST", base.format(ns="floor"), body=body(i))
-                await kube.patch_session_status("floor", f"s{i}", {"phase": "Active", "observedGeneration": 1},
-                                                created["metadata"]["resourceVersion"])
-
-        started = time.perf_counter()
-        await asyncio.gather(*(floor_one(i) for i in range(n)))
-        results["floor_s"] = time.perf_counter() - started
-
-        operator = OperatorProcess(kubeconfig, workdir, name="bench-operator")
-        operator.start()
         try:
-            async def create_one(i: int) -> None:
-                async with sem:
-                    await kube.request("POST", base.format(ns="operator"), body=body(i))
-
-            started = time.perf_counter()
-            await asyncio.gather(*(create_one(i) for i in range(n)))
-            while True:
-                listing = await kube.request("GET", base.format(ns="operator"))
-                if sum(1 for o in listing["items"] if (o.get("status") or {}).get("phase") == "Active") == n:
-                    break
-                await asyncio.sleep(0.1)
-            results["operator_s"] = time.perf_counter() - started
+            await run_case(run, case)
+        except Exception as exc:
+            errors[case] = traceback.format_exc()
+            run.rows.append(Row(case, "failed", f"{type(exc).__name__}: {str(exc)[:200]}", met=False))
+            print(errors[case], file=sys.stderr, flush=True)
+            if not args.keep_going:
+                run.note(f"stopped after {case} failed (--keep-going runs the rest)")
+                break
         finally:
-            operator.stop()
-            await kube.close()
-    results["ratio"] = results["operator_s"] / results["floor_s"]
-    results["sessions_per_s"] = n / results["operator_s"]
-    return results
+            durations[case] = round(time.perf_counter() - started, 1)
+            print(f"   ({durations[case]:.0f} s)", flush=True)
+    report: dict[str, Any] = {
+        "server": server_name,
+        "machine": info,
+        "date": date,
+        "args": " ".join(sys.argv[1:]),
+        "sizes": vars(sizes),
+        "status_templates": run.templates.source if run.templates else None,
+        "case_seconds": durations,
+        "results": run.results,
+        "errors": errors,
+    }
+    json_path, md_path = write(out, report, run.rows, run.notes)
+    print()
+    print(table(run.rows))
+    if run.notes:
+        print()
+        for note in run.notes:
+            print(f"- {note}")
+    print(f"\n{json_path}\n{md_path}")
+    return 1 if errors else 0
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--sessions", type=int, default=1000, help="sessions per measurement")
-    parser.add_argument("--skip-end-to-end", action="store_true")
-    args = parser.parse_args()
-    report: dict[str, Any] = {"when": datetime.now(UTC).isoformat(timespec="seconds")}
-    report["decide"] = bench_decide(args.sessions)
-    report["memory"] = bench_memory(args.sessions)
-    if not args.skip_end_to_end:
-        report["end_to_end"] = asyncio.run(bench_end_to_end(min(args.sessions, 500)))
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "latest.json").write_text(json.dumps(report, indent=2))
-    d, m = report["decide"], report["memory"]
-    print(f"decide   {d['sessions']} sessions: steady {d['steady_ratio']:.1f}x, burst of 50 {d['burst_ratio']:.1f}x "
-          f"the floor (sorting them: {d['floor_s'] * 1e3:.2f} ms)")
-    print(f"memory   {m['sessions']} sessions: {m['ratio']:.2f}x the raw JSON ({m['bytes_per_session']:.0f} B each)")
-    if "end_to_end" in report:
-        e = report["end_to_end"]
-        print(f"end2end  {e['sessions']} sessions: {e['ratio']:.1f}x the floor "
-              f"({e['sessions_per_s']:.0f} sessions/s; floor {e['floor_s']:.2f} s)")
-    return 0
+def main(argv: list[str] | None = None) -> int:
+    return asyncio.run(main_async(parse_args(argv)))
 
 
 if __name__ == "__main__":

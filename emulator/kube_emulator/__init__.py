@@ -55,8 +55,9 @@ What it emulates
 * ``meta.k8s.io/v1`` Table output (``additionalPrinterColumns``) for ``kubectl get``.
 * bearer-token auth (401 without it), optional TLS with a throw-away CA.
 * test controls: latency, failing the next N requests with 500/429/409/503/504, dropping
-  all watches, request counting by verb and resource, history compaction; in-process
-  (:class:`EmulatorControl`) and over HTTP under ``/_emulator/``.
+  all watches, request counting by verb and resource, history compaction, bulk loading
+  (many creates and status writes in one call, each stored exactly as its request would
+  be); in-process (:class:`EmulatorControl`) and over HTTP under ``/_emulator/``.
 
 What it does NOT emulate
 ------------------------

@@ -248,6 +248,75 @@ class Emulator:
     def set_watch_history(self, size: int) -> None:
         self.store.set_history_size(size)
 
+    def bulk_load(self, items: list[dict[str, Any]], refs: bool = False) -> dict[str, Any]:
+        """Apply many writes at once, each exactly as its API request would (no HTTP).
+
+        Each item is ``{"path": <collection path>, "body": {...}}`` (a create, as a POST to
+        that path: uid, resourceVersion, creationTimestamp, generation, defaulting and
+        validation as usual), optionally with ``"status": {...}``, which is then written
+        through the status subresource as a PUT to ``.../status`` would (generation
+        unchanged); or ``{"op": "status", "path": <object path>, "status": {...}}``,
+        optionally with ``"resourceVersion"`` (409 if stale), for an object that exists.
+        Watchers see the same events as for the requests. Stops at the first failure.
+
+        Returns ``{"applied": n, "resourceVersion": rv, "refs": [[namespace, name, uid,
+        resourceVersion], ...] (with ``refs``), "error": {"index": i, "status": Status}
+        (only on failure)}``. Not counted as requests; blocks the server while it runs.
+        """
+        applied = 0
+        out: list[list[str]] = []
+        result: dict[str, Any] = {}
+        for index, item in enumerate(items):
+            try:
+                obj = self._bulk_one(item)
+            except ApiError as err:
+                result["error"] = {"index": index, "status": err.status()}
+                break
+            applied += 1
+            if refs:
+                meta = obj["metadata"]
+                out.append([meta.get("namespace", ""), meta["name"], meta["uid"], meta["resourceVersion"]])
+        result.update(applied=applied, resourceVersion=str(self.store.rv))
+        if refs:
+            result["refs"] = out
+        return result
+
+    def _bulk_one(self, item: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+            raise bad_request("each bulk item needs a path")
+        route = parse_route(item["path"])
+        if not isinstance(route, Route):
+            raise path_not_found()
+        rt = self.api.resolve(route.group, route.version, route.plural)
+        self.api.field_validation = ""
+        self.api.warnings = []
+        op = item.get("op", "create")
+        if op == "create":
+            if route.name is not None or route.sub is not None or (rt.namespaced and route.namespace is None):
+                raise method_not_allowed()
+            obj = self.api.create(rt, route.version, route.namespace, item.get("body"))
+            if "status" in item:
+                obj = self._bulk_status(rt, route, obj, item["status"], None)
+            return obj
+        if op == "status":
+            if route.name is None or route.sub not in (None, "status"):
+                raise path_not_found()
+            existing = self.api.get(rt, route.version, route.namespace, route.name)
+            return self._bulk_status(rt, route, existing, item.get("status"), item.get("resourceVersion"))
+        raise bad_request(f"unknown bulk op {op!r} (use create or status)")
+
+    def _bulk_status(
+        self, rt: ResourceType, route: Route, obj: dict[str, Any], status: Any, resource_version: str | None
+    ) -> dict[str, Any]:
+        if not (rt.has_status(route.version) if not rt.builtin else "status" in rt.subresources):
+            raise path_not_found()
+        meta = dict(obj["metadata"])
+        if resource_version:
+            meta["resourceVersion"] = resource_version
+        body = {**obj, "metadata": meta, "status": status}
+        _, written = self.api.update(rt, route.version, route.namespace, meta["name"], body, "status")
+        return written
+
     # ------------------------------------------------------------------ HTTP
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
@@ -669,6 +738,11 @@ class Emulator:
         if sub == "history" and method in ("POST", "PUT"):
             self.set_watch_history(int(body["size"]))
             return _json_response({"size": self.store.history_size})
+        if sub == "bulk" and method == "POST":
+            items = body.get("items")
+            if not isinstance(items, list):
+                raise bad_request("bulk: items must be a list")
+            return _json_response(self.bulk_load(items, refs=bool(body.get("refs", False))))
         if sub == "state" and method == "GET":
             return _json_response(
                 {
