@@ -20,9 +20,11 @@ to date on every change, so a metrics scrape costs nothing at 100,000 sessions.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -82,11 +84,46 @@ def claim_key(body: Mapping[str, Any]) -> TargetKey | None:
     return (metadata.get("namespace") or "", target)
 
 
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """One session as the cache keeps it: the view without its status, and the status as
+    compact JSON. A decoded status is a tree of small dicts and strings (about 4 KB for
+    six conditions); its JSON is a fifth of that. A reconcile decodes the statuses of the
+    one group it decides, which costs about 10 µs a session."""
+
+    view: SessionView  # with an empty status
+    status: bytes
+    phase_key: tuple[str, str]  # (namespace, phase or Undecided), for the counts
+
+    @classmethod
+    def of(cls, view: SessionView) -> _Stored:
+        status = json.dumps(view.status, separators=(",", ":")).encode() if view.status else b""
+        return cls(replace(view, status=_NO_STATUS), status, _phase_key(view))
+
+    def full(self) -> SessionView:
+        return replace(self.view, status=json.loads(self.status)) if self.status else self.view
+
+    @property
+    def uid(self) -> str:
+        return self.view.uid
+
+    @property
+    def rv(self) -> int:
+        return rv_order(self.view.resource_version)
+
+    @property
+    def key(self) -> TargetKey:
+        return (self.view.namespace, self.view.target)
+
+
+_NO_STATUS: dict[str, Any] = {}
+
+
 class ClusterView:
     def __init__(self, activity: ActivityClock | None = None, *, tombstones: int = 50_000) -> None:
         self.activity = activity or ActivityClock()
-        self._sessions: dict[str, SessionView] = {}  # uid -> newest view
-        self._groups: dict[TargetKey, dict[str, SessionView]] = {}
+        self._sessions: dict[str, _Stored] = {}  # uid -> newest version
+        self._groups: dict[TargetKey, dict[str, _Stored]] = {}
         self._gone: OrderedDict[str, None] = OrderedDict()  # uids seen deleted, newest last
         self._tombstones = tombstones
         self._claims: dict[TargetKey, Claim] = {}
@@ -98,10 +135,11 @@ class ClusterView:
 
     def sessions(self, key: TargetKey) -> list[SessionView]:
         group = self._groups.get(key)
-        return list(group.values()) if group else []
+        return [stored.full() for stored in group.values()] if group else []
 
     def session(self, uid: str) -> SessionView | None:
-        return self._sessions.get(uid)
+        stored = self._sessions.get(uid)
+        return stored.full() if stored is not None else None
 
     def claim(self, key: TargetKey) -> Claim | None:
         return self._claims.get(key)
@@ -112,6 +150,16 @@ class ClusterView:
 
     def keys(self) -> set[TargetKey]:
         return set(self._groups) | set(self._claims)
+
+    def undecided_keys(self) -> list[TargetKey]:
+        """Targets with a session that has no decision for its generation yet, the target
+        of the newest such session first."""
+        newest: dict[TargetKey, datetime] = {}
+        for uid, since in self._undecided.items():
+            stored = self._sessions.get(uid)
+            if stored is not None and since >= newest.get(stored.key, since):
+                newest[stored.key] = since
+        return sorted(newest, key=newest.__getitem__, reverse=True)
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -161,13 +209,14 @@ class ClusterView:
     def _put(self, view: SessionView) -> set[TargetKey]:
         current = self._sessions.get(view.uid)
         if current is not None:
-            if rv_order(view.resource_version) <= rv_order(current.resource_version):
+            if rv_order(view.resource_version) <= current.rv:
                 return set()  # the copy we hold is as new (our own write came back) or newer
             self._unindex(current)
-        self._sessions[view.uid] = view
-        key = (view.namespace, view.target)
-        self._groups.setdefault(key, {})[view.uid] = view
-        self._phases[_phase_key(view)] += 1
+        stored = _Stored.of(view)
+        self._sessions[view.uid] = stored
+        key = stored.key
+        self._groups.setdefault(key, {})[view.uid] = stored
+        self._phases[stored.phase_key] += 1
         if not view.decided and not view.deleting:
             previous = self._undecided.get(view.uid)
             self._undecided[view.uid] = previous or (
@@ -176,21 +225,20 @@ class ClusterView:
         else:
             self._undecided.pop(view.uid, None)
         touched = {key}
-        if current is not None and (current.namespace, current.target) != key:
-            touched.add((current.namespace, current.target))  # target changed (no CEL on this server)
+        if current is not None and current.key != key:
+            touched.add(current.key)  # target changed (no CEL on this server)
         return touched
 
-    def _unindex(self, view: SessionView) -> None:
-        key = (view.namespace, view.target)
+    def _unindex(self, stored: _Stored) -> None:
+        key = stored.key
         group = self._groups.get(key)
         if group is not None:
-            group.pop(view.uid, None)
+            group.pop(stored.uid, None)
             if not group:
                 del self._groups[key]
-        phase_key = _phase_key(view)
-        self._phases[phase_key] -= 1
-        if not self._phases[phase_key]:
-            del self._phases[phase_key]
+        self._phases[stored.phase_key] -= 1
+        if not self._phases[stored.phase_key]:
+            del self._phases[stored.phase_key]
 
     def _remove(self, uid: str, *, tombstone: bool) -> set[TargetKey]:
         if tombstone and uid:
@@ -198,13 +246,13 @@ class ClusterView:
             self._gone.move_to_end(uid)
             while len(self._gone) > self._tombstones:
                 self._gone.popitem(last=False)
-        view = self._sessions.pop(uid, None)
+        stored = self._sessions.pop(uid, None)
         self._undecided.pop(uid, None)
         self.activity.forget(uid)
-        if view is None:
+        if stored is None:
             return set()
-        self._unindex(view)
-        return {(view.namespace, view.target)}
+        self._unindex(stored)
+        return {stored.key}
 
     # --- claims ----------------------------------------------------------------------------
 
@@ -283,10 +331,10 @@ class _SessionListing:
     def finish(self, list_rv: str) -> set[TargetKey]:
         view = self._view
         floor = rv_order(list_rv)
-        for uid, session in list(view._sessions.items()):
-            if uid in self._listed or (self._namespace is not None and session.namespace != self._namespace):
+        for uid, stored in list(view._sessions.items()):
+            if uid in self._listed or (self._namespace is not None and stored.view.namespace != self._namespace):
                 continue
-            if rv_order(session.resource_version) <= floor:
+            if stored.rv <= floor:
                 self.touched |= view._remove(uid, tombstone=True)
         return self.touched
 

@@ -143,9 +143,18 @@ class Operator:
         ]
         try:
             keys = self.cache.keys()
-            for key in keys:
-                self.queue.add(key)
-            log.info("Started reconciling sessions: %d targets to resync", len(keys))
+            # Targets with an undecided session first, newest first: those are the ones
+            # a client is most likely still waiting on; sessions created while no one
+            # led have waited already. Then every other target (deadlines that passed,
+            # claims left behind). Anything that changes meanwhile goes ahead of all of
+            # them (the queue's first lane). Within a target, rule 4's order holds.
+            waiting = self.cache.undecided_keys()
+            for key in waiting:
+                self.queue.add_resync(key)
+            for key in keys.difference(waiting):
+                self.queue.add_resync(key)
+            log.info("Started reconciling sessions: %d targets to resync, %d with undecided sessions",
+                     len(keys), len(waiting))
             stopping = asyncio.create_task(stop.wait())
             done, _ = await asyncio.wait({stopping, *tasks}, return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()

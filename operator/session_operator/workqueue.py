@@ -16,6 +16,12 @@ for everything that must happen later:
 Keys with nothing due cost nothing: no timer, no wake-up. Due keys are handed to the
 workers in bounded batches, so a thousand deadlines falling due at once do not starve
 new work.
+
+Two lanes: ``add`` (a change just seen, a deadline, a retry) and ``add_resync`` (the
+full resync a new leader makes of every target it knows). Workers always take from the
+first lane before the second, so a session created while ten thousand targets are being
+resynced is decided at once, not after them; a key waiting in the resync lane that
+changes meanwhile moves to the first.
 """
 
 from __future__ import annotations
@@ -60,8 +66,9 @@ class WorkQueue(Generic[K]):
         self._due_batch = due_batch
         self._clock = clock
         self._ready: deque[K] = deque()
+        self._resync: deque[K] = deque()
         self._ready_event = asyncio.Event()
-        self._waiting: set[K] = set()  # in _ready, or dirty while running
+        self._waiting: dict[K, bool] = {}  # key -> in the resync lane; or dirty while running
         self._running: set[K] = set()
         self._failures: dict[K, int] = {}
         self._heap: list[tuple[float, int, K]] = []
@@ -72,11 +79,21 @@ class WorkQueue(Generic[K]):
     # --- adding ----------------------------------------------------------------------------
 
     def add(self, key: K) -> None:
+        resync = self._waiting.get(key)
+        if resync is False:
+            return
+        self._waiting[key] = False
+        if key not in self._running:
+            self._ready.append(key)  # (a copy left in the resync lane is skipped there)
+            self._ready_event.set()
+
+    def add_resync(self, key: K) -> None:
+        """Like ``add``, in the second lane: after every change seen meanwhile."""
         if key in self._waiting:
             return
-        self._waiting.add(key)
+        self._waiting[key] = True
         if key not in self._running:
-            self._ready.append(key)
+            self._resync.append(key)
             self._ready_event.set()
 
     def add_at(self, key: K, when: float) -> None:
@@ -121,11 +138,11 @@ class WorkQueue(Generic[K]):
     @property
     def depth(self) -> int:
         """Keys waiting for a worker."""
-        return len(self._ready)
+        return len(self._waiting) - sum(1 for key in self._running if key in self._waiting)
 
     @property
     def idle(self) -> bool:
-        return not self._ready and not self._running
+        return not self._waiting and not self._running
 
     def pop_due(self, now: float) -> list[K]:
         """Keys whose time has come, at most one batch; they leave the heap."""
@@ -183,15 +200,20 @@ class WorkQueue(Generic[K]):
                 await asyncio.sleep(0)  # bounded batches: let the workers run between them
 
     async def _next(self) -> K:
-        while not self._ready:
+        while True:
+            if self._ready:
+                return self._ready.popleft()
+            while self._resync:
+                key = self._resync.popleft()
+                if self._waiting.get(key) is True and key not in self._running:
+                    return key  # otherwise it moved to the first lane, or runs already
             self._ready_event.clear()
             await self._ready_event.wait()
-        return self._ready.popleft()
 
     async def _worker(self) -> None:
         while True:
             key = await self._next()
-            self._waiting.discard(key)
+            self._waiting.pop(key, None)
             self._running.add(key)
             try:
                 next_due = await self._process(key)
@@ -207,8 +229,9 @@ class WorkQueue(Generic[K]):
                 self.reschedule(key, next_due)
             finally:
                 self._running.discard(key)
-                if key in self._waiting:
-                    self._ready.append(key)
+                resync = self._waiting.get(key)
+                if resync is not None:
+                    (self._resync if resync else self._ready).append(key)
                     self._ready_event.set()
 
     def _retry(self, key: K, delay: float | None, why: str) -> None:
