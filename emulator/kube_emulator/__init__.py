@@ -54,10 +54,11 @@ What it emulates
   cluster) and then removes it.
 * watch (``watch=true|1``): from a ``resourceVersion`` (events in order, filtered with
   the cacher's ADDED/DELETED rewriting when an object enters/leaves a selector), without
-  one (synthetic ADDED first), 410 ``Expired`` as an ``ERROR`` event inside a 200 when
-  the version is older than the retained history (``watch_history`` events per resource,
-  or :meth:`Emulator.compact`), ``timeoutSeconds``, ``allowWatchBookmarks`` (a BOOKMARK
-  every ``bookmark_interval`` seconds), chunked one-JSON-per-line streaming.
+  one (synthetic ADDED first, for the current state, in namespace/name order), 410
+  ``Expired`` as an ``ERROR`` event inside a 200 when the version is older than the
+  retained history (``watch_history`` events per resource, or :meth:`Emulator.compact`),
+  ``timeoutSeconds``, ``allowWatchBookmarks`` (a BOOKMARK every ``bookmark_interval``
+  seconds), chunked one-JSON-per-line streaming.
 * a small garbage collector: when an owner is deleted, objects whose every
   ``ownerReference`` points at a deleted uid are deleted (background propagation).
 * ``meta.k8s.io/v1`` Table output (``additionalPrinterColumns``) for ``kubectl get``.
@@ -86,6 +87,9 @@ What it does NOT emulate
   cel-go's conversion errors (``invalid data, expected ...``); the emulator skips the
   rules when the schema found a type error. The order of errors across an object's
   properties (v1.24: Go map order; the emulator: sorted keys).
+* the watch cache: v1.24 serves a watch without ``resourceVersion`` (like one from
+  ``"0"``) from a cache that may not yet hold a write it has just answered, and sends the
+  synthetic ADDED events in map order; the emulator starts from the latest state, sorted.
 * pods, deployments and every other built-in not listed above; aggregated APIs;
   ``/openapi/v2`` (404). ``/openapi/v3`` is minimal: per group-version, the operations
   with the ``fieldValidation`` parameter (so kubectl uses server-side validation instead
