@@ -35,6 +35,14 @@ What it emulates
 * custom resource schemas: pruning, defaulting, nullable, openAPI v3 validation with
   kube-apiserver's error wording (422 ``Invalid`` with ``details.causes``), and CEL
   ``x-kubernetes-validations`` (incl. transition rules with ``oldSelf``) via cel-python.
+  Field paths as v1.24 words them: a schema error inside an array item names the array,
+  not the element (``status.conditions.status``), and an error repeated in several items
+  is reported once; CEL and list-type errors index the element (``spec.members[1]``).
+  A type error shows the JSON type found, and the enum is still checked; an integer's
+  ``format`` (int32, int64) is not a range. ``x-kubernetes-list-type`` ``set``/``map``
+  invariants (Duplicate at the first repetition, the key as value) are checked on create
+  and on updates of the main resource unless the stored object already breaks them, and
+  not on the status subresource, as v1.24 does.
 * built-ins decoded like Go structs: unknown fields dropped, type errors are 400,
   ``MicroTime`` must have six fractional digits, ``Time`` is re-serialised to seconds;
   validations of Lease, Event (namespace of ``involvedObject``, events.k8s.io required
@@ -46,10 +54,11 @@ What it emulates
   cluster) and then removes it.
 * watch (``watch=true|1``): from a ``resourceVersion`` (events in order, filtered with
   the cacher's ADDED/DELETED rewriting when an object enters/leaves a selector), without
-  one (synthetic ADDED first), 410 ``Expired`` as an ``ERROR`` event inside a 200 when
-  the version is older than the retained history (``watch_history`` events per resource,
-  or :meth:`Emulator.compact`), ``timeoutSeconds``, ``allowWatchBookmarks`` (a BOOKMARK
-  every ``bookmark_interval`` seconds), chunked one-JSON-per-line streaming.
+  one (synthetic ADDED first, for the current state, in namespace/name order), 410
+  ``Expired`` as an ``ERROR`` event inside a 200 when the version is older than the
+  retained history (``watch_history`` events per resource, or :meth:`Emulator.compact`),
+  ``timeoutSeconds``, ``allowWatchBookmarks`` (a BOOKMARK every ``bookmark_interval``
+  seconds), chunked one-JSON-per-line streaming.
 * a small garbage collector: when an owner is deleted, objects whose every
   ``ownerReference`` points at a deleted uid are deleted (background propagation).
 * ``meta.k8s.io/v1`` Table output (``additionalPrinterColumns``) for ``kubectl get``.
@@ -72,8 +81,16 @@ What it does NOT emulate
 * CRD conversion webhooks (objects are stored once and served in any served version by
   rewriting ``apiVersion``, i.e. strategy ``None``), scale subresources,
   ``x-kubernetes-embedded-resource`` validation, defaulting on read after a schema
-  change, ratcheting, CEL cost limits and most of the Kubernetes CEL libraries, and the
-  full set of CRD validations (names conflicts, structural-schema details).
+  change, ratcheting (other than of the list-type invariants), CEL cost limits and most of
+  the Kubernetes CEL libraries, and the full set of CRD validations (names conflicts,
+  structural-schema details).
+* CEL rules over a value of the wrong type: v1.24 evaluates them anyway and reports
+  cel-go's conversion errors (``invalid data, expected ...``); the emulator skips the
+  rules when the schema found a type error. The order of errors across an object's
+  properties (v1.24: Go map order; the emulator: sorted keys).
+* the watch cache: v1.24 serves a watch without ``resourceVersion`` (like one from
+  ``"0"``) from a cache that may not yet hold a write it has just answered, and sends the
+  synthetic ADDED events in map order; the emulator starts from the latest state, sorted.
 * pods, deployments and every other built-in not listed above; aggregated APIs;
   ``/openapi/v2`` (404). ``/openapi/v3`` is minimal: per group-version, the operations
   with the ``fieldValidation`` parameter (so kubectl uses server-side validation instead

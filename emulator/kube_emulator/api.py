@@ -286,10 +286,15 @@ class Api:
         return self.by_storage.get(rt.storage_key, rt)
 
     def _validate_or_raise(
-        self, rt: ResourceType, version: str, obj: dict[str, Any], old: dict[str, Any] | None
+        self,
+        rt: ResourceType,
+        version: str,
+        obj: dict[str, Any],
+        old: dict[str, Any] | None,
+        subresource: str | None = None,
     ) -> None:
         request_version = rt.api_version(version) if rt.to_storage is not None else version
-        errors = rt.validate(obj, old, request_version)
+        errors = rt.validate(obj, old, request_version, status=subresource == "status")
         if errors:
             raise invalid(rt.group, rt.kind, obj["metadata"].get("name", ""), errors)
 
@@ -533,7 +538,7 @@ class Api:
             errors.extend(crd_errors)
         if errors:
             raise invalid(rt.group, rt.kind, old_meta["name"], errors)
-        self._validate_or_raise(rt, version, obj, existing)
+        self._validate_or_raise(rt, version, obj, existing, subresource)
         obj = _order(obj, rt.builtin)
         if obj == existing:  # a no-op write changes nothing, not even the resourceVersion
             return 200, self.present(rt, version, existing)

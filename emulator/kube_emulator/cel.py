@@ -187,7 +187,8 @@ class CelRule:
         return result
 
     def _eval_error(self, exc: BaseException) -> str:
-        return f"{_cel_go_error(_error_text(exc))} evaluating rule: {self.rule.strip()}"
+        # the rule is named by its message when it has one (ruleErrorString)
+        return f"{_cel_go_error(_error_text(exc))} evaluating rule: {(self.message or self.rule).strip()}"
 
     def _evaluate(self, self_value: Any, old_value: Any) -> CelResult | None:
         activation: dict[str, Any] = {"self": self_value}

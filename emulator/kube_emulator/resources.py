@@ -432,7 +432,9 @@ class ResourceType:
         if info is not None and info.schema is not None:
             normalize(obj, info.schema, removed)
 
-    def validate(self, obj: dict[str, Any], old: dict[str, Any] | None, version: str) -> list[FieldError]:
+    def validate(
+        self, obj: dict[str, Any], old: dict[str, Any] | None, version: str, *, status: bool = False
+    ) -> list[FieldError]:
         errors = validate_metadata(
             obj.get("metadata", {}), namespaced=self.namespaced, name_check=self.name_check, creating=old is None
         )
@@ -441,7 +443,7 @@ class ResourceType:
         if not self.builtin:
             info = self.versions.get(version)
             if info is not None and info.schema is not None:
-                errors.extend(validate_object(obj, old, info.schema))
+                errors.extend(validate_object(obj, old, info.schema, status=status))
         return errors
 
 

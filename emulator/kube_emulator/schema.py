@@ -1,5 +1,12 @@
 """Structural openAPIV3Schema handling for custom resources: pruning, defaulting,
-validation (with kube-apiserver's error wording) and CEL rules.
+validation (with kube-apiserver's error wording), list-type invariants and CEL rules.
+
+Field paths follow what kube-apiserver v1.24 answers (see the transcripts' ``crew-*``
+exchanges): schema errors inside array items name the array, not the element
+(``status.conditions.status``, never ``.0.`` or ``[0]``), and identical schema errors are
+reported once, as kube-openapi's result merging keeps the first error of each message;
+list-type (``x-kubernetes-list-type``) and CEL errors do index the element
+(``spec.members[1]``).
 
 Compiled once per CRD version (:func:`compile_schema`), then applied to every
 write. Patterns use RE2 (``google-re2``, the engine Kubernetes uses) when it is
@@ -262,9 +269,6 @@ def _num(value: Any) -> str:
     return str(value)
 
 
-_RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
-
-
 def _format_ok(value: str, fmt: str) -> bool:
     try:
         if fmt == "date-time" or fmt == "datetime":
@@ -294,9 +298,10 @@ def validate(value: Any, node: Node, path: str, errors: list[FieldError]) -> Non
             return
         if node.type or node.int_or_string:
             expected = "integer,string" if node.int_or_string else node.type
-            errors.append(FieldError("Invalid", where, None, f'{in_body} must be of type {expected}: "null"'))
+            errors.append(FieldError("Invalid", where, "null", f'{in_body} must be of type {expected}: "null"'))
         return
-    # type
+    # type: the reported value is the JSON type found, and validation goes on (an enum is
+    # still checked, and so are the checks that apply to what the value is)
     if node.int_or_string:
         if not (_type_ok(value, "integer") or isinstance(value, str)):
             errors.append(
@@ -304,10 +309,8 @@ def validate(value: Any, node: Node, path: str, errors: list[FieldError]) -> Non
             )
             return
     elif node.type and not _type_ok(value, node.type):
-        errors.append(
-            FieldError("Invalid", where, value, f'{in_body} must be of type {node.type}: "{_json_type(value)}"')
-        )
-        return
+        found = _json_type(value)
+        errors.append(FieldError("Invalid", where, found, f'{in_body} must be of type {node.type}: "{found}"'))
     # allOf / anyOf / oneOf / not (value validation only)
     for sub in node.all_of:
         validate(value, sub, path, errors)
@@ -336,14 +339,9 @@ def validate(value: Any, node: Node, path: str, errors: list[FieldError]) -> Non
             errors.append(FieldError("Invalid", where, value, f"{in_body} should match '{node.pattern_text}'"))
         if node.format and not _format_ok(value, node.format):
             errors.append(FieldError("Invalid", where, value, f"{in_body} must be of type {node.format}: {_q(value)}"))
-    # number: range of the format, then multipleOf, minimum, maximum (all reported)
+    # number: multipleOf, minimum, maximum (all reported). v1.24 does not hold integers to
+    # the range of their format (int32, int64): only minimum/maximum bound them.
     if isinstance(value, int | float) and not isinstance(value, bool):
-        if node.format in _RANGES and isinstance(value, int):
-            low, high = _RANGES[node.format]
-            if not low <= value <= high:
-                errors.append(
-                    FieldError("Invalid", where, value, f"{in_body} must be of type {node.format}: {_q(_num(value))}")
-                )
         if node.multiple_of:
             quotient = value / node.multiple_of
             if not float(quotient).is_integer():
@@ -381,27 +379,17 @@ def validate(value: Any, node: Node, path: str, errors: list[FieldError]) -> Non
             errors.append(FieldError("Invalid", where, value, f"{in_body} should have at least {node.min_items} items"))
         if node.max_items is not None and len(value) > node.max_items:
             errors.append(FieldError("Invalid", where, value, f"{in_body} should have at most {node.max_items} items"))
-        if node.unique_items or node.list_type == "set":
-            seen: list[Any] = []
-            for index, item in enumerate(value):
-                if item in seen:
-                    if node.list_type == "set":
-                        errors.append(FieldError("Duplicate", f"{where}[{index}]", item))
-                    else:
-                        errors.append(FieldError("Invalid", where, value, f"{in_body} shouldn't contain duplicates"))
-                        break
-                seen.append(item)
-        if node.list_type == "map" and node.list_map_keys:
-            keys_seen: list[tuple[Any, ...]] = []
-            for index, item in enumerate(value):
-                if isinstance(item, dict):
-                    map_key = tuple(item.get(k) for k in node.list_map_keys)
-                    if map_key in keys_seen:
-                        errors.append(FieldError("Duplicate", f"{where}[{index}]", item))
-                    keys_seen.append(map_key)
+        if node.unique_items:
+            seen: list[str] = []
+            for item in value:
+                if _set_key(item) in seen:
+                    errors.append(FieldError("Invalid", where, value, f"{in_body} shouldn't contain duplicates"))
+                    break
+                seen.append(_set_key(item))
         if node.items is not None:
-            for index, item in enumerate(value):
-                validate(item, node.items, f"{where}.{index}" if where else str(index), errors)
+            # v1.24 validates every item under the array's own path: no index
+            for item in value:
+                validate(item, node.items, where, errors)
     # enum
     if node.enum is not None and not any(_enum_eq(value, allowed) for allowed in node.enum):
         supported = [a if isinstance(a, str) else _json_dump(a) for a in node.enum]
@@ -429,6 +417,33 @@ def validate(value: Any, node: Node, path: str, errors: list[FieldError]) -> Non
                 errors.append(FieldError("Required", f"{where}.{key}" if where else key))
 
 
+def _openapi_message(err: FieldError) -> tuple[Any, ...]:
+    """The text kube-openapi's error would have: its result merging drops an error whose
+    text was already reported (so, array items being unindexed, an error repeated in
+    several items is reported once, with the first item's value)."""
+    if err.type == "Invalid":
+        return (err.type, err.detail)
+    if err.type == "Required":
+        return (err.type, err.field)
+    if err.type == "NotSupported":
+        return (err.type, err.field, tuple(err.supported or ()))
+    return (err.type, err.field, repr(err.value), err.detail)
+
+
+def validate_schema(value: Any, node: Node) -> list[FieldError]:
+    """openAPI v3 schema validation of a whole object, each distinct error once."""
+    found: list[FieldError] = []
+    validate(value, node, "", found)
+    errors: list[FieldError] = []
+    seen: set[tuple[Any, ...]] = set()
+    for err in found:
+        key = _openapi_message(err)
+        if key not in seen:
+            seen.add(key)
+            errors.append(err)
+    return errors
+
+
 def _valid(value: Any, node: Node, path: str) -> bool:
     errs: list[FieldError] = []
     validate(value, node, path, errs)
@@ -451,6 +466,95 @@ def _q(text: str) -> str:
     import json
 
     return json.dumps(text)
+
+
+# --------------------------------------------------------------------------- list types
+
+
+class _Unspecified:
+    """A list-map item without its key (or a null item): equal only to another such."""
+
+    def __repr__(self) -> str:
+        return "<unspecified>"
+
+
+_UNSPECIFIED_KEY = _Unspecified()
+
+
+def _set_key(value: Any) -> Any:
+    """What makes two set elements equal: Go compares scalars by type and value (1 and 1.0
+    and true differ) and objects and arrays by their JSON (keys sorted)."""
+    if isinstance(value, dict | list):
+        return ("json", _json_dump_sorted(value))
+    if value is _UNSPECIFIED_KEY:
+        return ("unspecified",)
+    return ("scalar", type(value).__name__, value)
+
+
+def _json_dump_sorted(value: Any) -> str:
+    import json
+
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+def _first_repeats(values: list[Any]) -> list[int]:
+    """Indices of the first repetition of each repeated element (a third copy is not reported)."""
+    counts: dict[Any, int] = {}
+    repeats: list[int] = []
+    for index, value in enumerate(values):
+        key = _set_key(value)
+        counts[key] = counts.get(key, 0) + 1
+        if counts[key] == 2:
+            repeats.append(index)
+    return repeats
+
+
+def _list_map_errors(value: list[Any], node: Node, path: str) -> list[FieldError]:
+    for index, item in enumerate(value):
+        if item is not None and not isinstance(item, dict):
+            return [FieldError("Invalid", f"{path}[{index}]", item, "must be an object for an array of list-type map")]
+    if len(value) <= 1:
+        return []
+    keys: list[Any] = []
+    for item in value:
+        if len(node.list_map_keys) == 1:
+            name = node.list_map_keys[0]
+            keys.append(item[name] if isinstance(item, dict) and name in item else _UNSPECIFIED_KEY)
+        else:
+            present = item if isinstance(item, dict) else {}
+            keys.append({k: present[k] for k in node.list_map_keys if k in present})
+    errors = []
+    for index in _first_repeats(keys):
+        key = keys[index]
+        if len(node.list_map_keys) == 1:
+            key = {} if key is _UNSPECIFIED_KEY else {node.list_map_keys[0]: key}
+        errors.append(FieldError("Duplicate", f"{path}[{index}]", key))
+    return errors
+
+
+def validate_list_types(value: Any, node: Node | None, path: str = "") -> list[FieldError]:
+    """The ``x-kubernetes-list-type`` invariants: no element of a ``set`` twice, no key of a
+    ``map`` twice (and only objects in a ``map``). Paths index the element."""
+    errors: list[FieldError] = []
+    if node is None:
+        return errors
+    if isinstance(value, dict):
+        if node.additional is not None:
+            for key in sorted(value):
+                errors.extend(validate_list_types(value[key], node.additional, f"{path}[{key}]"))
+        for key in sorted(value):
+            child = node.properties.get(key)
+            if child is not None:
+                errors.extend(validate_list_types(value[key], child, _child_path(path, key)))
+    elif isinstance(value, list):
+        if node.list_type == "set":
+            errors.extend(FieldError("Duplicate", f"{path}[{i}]", value[i]) for i in _first_repeats(value))
+        elif node.list_type == "map":
+            errors.extend(_list_map_errors(value, node, path))
+        if node.items is not None:
+            for index, item in enumerate(value):
+                errors.extend(validate_list_types(item, node.items, f"{path}[{index}]"))
+    return errors
 
 
 # --------------------------------------------------------------------------- CEL
@@ -517,12 +621,27 @@ def validate_cel(value: Any, old: Any, has_old: bool, node: Node, path: str, err
             validate_cel(item, item_old, item_has_old, node.items, f"{path}[{index}]", errors)
 
 
-def validate_object(obj: dict[str, Any], old: dict[str, Any] | None, node: Node) -> list[FieldError]:
-    """Schema validation then CEL rules, as kube-apiserver's custom resource strategy does."""
-    errors: list[FieldError] = []
-    validate(obj, node, "", errors)
-    if node.has_cel:
-        blocking = any(e.type == "NotSupported" or "must be of type" in e.detail for e in errors)
-        if not blocking:
-            validate_cel(obj, old, old is not None, node, "", errors)
+_TYPE_ERROR = re.compile(r'must be of type (?:string|integer|number|boolean|array|object|integer,string): "\w+"$')
+
+
+def validate_object(
+    obj: dict[str, Any], old: dict[str, Any] | None, node: Node, *, status: bool = False
+) -> list[FieldError]:
+    """What kube-apiserver v1.24's custom resource strategy checks, in its order: the schema,
+    then the list-type invariants, then CEL rules.
+
+    The list-type invariants are checked on create and on updates of the main resource, and
+    there only if the stored object kept them (an object that already breaks them may be
+    updated into one that breaks them anew); v1.24 does not check them on writes to the
+    status subresource (``status=True``).
+    """
+    errors = validate_schema(obj, node)
+    if not status:
+        broken = validate_list_types(obj, node)
+        if broken and (old is None or not validate_list_types(old, node)):
+            errors.extend(broken)
+    # v1.24 evaluates the rules whatever else failed; on a value of the wrong type it then
+    # reports cel-go's conversion errors, which are not emulated: the rules are skipped.
+    if node.has_cel and not any(e.type == "Invalid" and _TYPE_ERROR.search(e.detail) for e in errors):
+        validate_cel(obj, old, old is not None, node, "", errors)
     return errors
