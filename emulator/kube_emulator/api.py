@@ -4,6 +4,7 @@ CRD registration, namespace and CRD termination, and a small garbage collector."
 from __future__ import annotations
 
 import base64
+import bisect
 import contextlib
 import copy
 import json
@@ -766,23 +767,20 @@ class Api:
             except Exception as exc:
                 raise bad_request(f"continue key is not valid: {exc}") from exc
         bucket = self.store.bucket(rt.storage_key)
-        objs = list(bucket.iter_objects(namespace if rt.namespaced else None))
-        keyed = sorted(((_list_key(o, namespace), o) for o in objs), key=lambda kv: kv[0])
+        keys, objs = bucket.sorted_objects(
+            namespace if rt.namespaced else None, lambda o: _list_key(o, namespace)
+        )
         items: list[dict[str, Any]] = []
         remaining = 0
         next_start = ""
-        for key, obj in keyed:
-            if start and key < start:
-                continue
+        for index in range(bisect.bisect_left(keys, start) if start else 0, len(keys)):
+            obj = objs[index]
             if predicate is not None and not predicate(obj):
                 continue
             if limit and len(items) >= limit:
-                if not next_start:
-                    next_start = _list_key(items[-1], namespace) + "\x00"
-                remaining += 1
-                if predicate is not None:
-                    break
-                continue
+                next_start = _list_key(items[-1], namespace) + "\x00"
+                remaining = len(keys) - index  # only reported without a selector
+                break
             items.append(obj)
         presented = []
         for obj in items:
