@@ -21,7 +21,6 @@ REPLACED = "Replaced"
 ARCHIVED = "Archived"
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
-CONDITION_TYPES = (READY, CONFLICTED, REPLACED, ARCHIVED, RECONCILING, STALLED)
 
 
 class Reason(StrEnum):

@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from .arbiter import ClaimChange, DeleteSession, DropFinalizer, Fence, Plan, StatusWrite, Step, status_patch
+from .cache import TargetKey
 from .errors import Conflict, NotFound
 from .model import (
     HOLDER_UID_ANNOTATION,
@@ -36,8 +37,6 @@ from .model import (
     claim_name,
     format_micro_time,
 )
-
-TargetKey = tuple[str, str]
 
 
 class WriteApi(Protocol):

@@ -212,9 +212,7 @@ class LeaderElector:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        problem = check_timings(settings.lease_duration, settings.renew_deadline, settings.retry_period)
-        if problem:
-            raise ValueError(problem)
+        # The timings are checked once, with the command line (``check_timings``).
         self.leases = leases
         self.identity = identity or settings.identity or default_identity()
         self.namespace = namespace or lease_namespace(settings)

@@ -106,15 +106,6 @@ class Settings(BaseSettings):
             _parse_setting_duration("default_delete_after", value)
         return value
 
-    @field_validator("renew_deadline")
-    @classmethod
-    def _check_renew_deadline(cls, value: float, info: object) -> float:
-        data = getattr(info, "data", {}) or {}
-        lease = data.get("lease_duration")
-        if lease is not None and value >= lease:
-            raise ValueError("renew_deadline must be shorter than lease_duration")
-        return value
-
     @property
     def archive_after(self) -> timedelta:
         return parse_duration(self.default_archive_after, "default_archive_after")

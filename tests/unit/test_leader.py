@@ -247,8 +247,6 @@ def test_timings_follow_client_go_rules() -> None:
     assert check_timings(15, 10, 2) is None
     assert "lease_duration" in (check_timings(10, 10, 2) or "")
     assert "retry_period" in (check_timings(15, 2, 2) or "")
-    with pytest.raises(ValueError, match="retry_period"):
-        LeaderElector(Settings(lease_duration=15, renew_deadline=2, retry_period=2), FakeLeases())
 
 
 def test_lease_namespace_rules(tmp_path: Path) -> None:
