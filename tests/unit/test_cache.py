@@ -663,3 +663,43 @@ def test_the_view_pins_future_activity_across_versions() -> None:
     third = view.session("uid-a")
     assert third is not None and third.last_activity is not None
     assert third.last_activity >= first.last_activity
+
+
+class SteppedActivityClock(ActivityClock):
+    """An activity clock whose "now" the test moves."""
+
+    def __init__(self, now: datetime) -> None:
+        super().__init__()
+        self.now = now
+
+    def observe(self, uid: str, raw: Any, now: datetime | None = None) -> datetime | None:
+        return super().observe(uid, raw, now or self.now)
+
+
+def test_a_stale_copy_does_not_move_the_pin_of_future_activity() -> None:
+    clock = SteppedActivityClock(T1)
+    view = ClusterView(clock)
+    first, second = stamp(T1 + timedelta(hours=1)), stamp(T1 + timedelta(hours=2))
+    view.session_event("ADDED", session("a", 3, phase="Active", activity=first))
+    clock.now = T1 + timedelta(minutes=1)
+    view.session_event("MODIFIED", session("a", 5, phase="Active", activity=second))  # first seen now
+    pinned = view.session("uid-a").last_activity  # type: ignore[union-attr]
+    assert pinned == T1 + timedelta(minutes=1)
+    # The answer to a write made on version 3 arrives after the watch brought version 5;
+    # then version 5's annotation is seen again (our next write's answer, say).
+    clock.now = T1 + timedelta(minutes=2)
+    view.session_written(session("a", 4, phase="Active", activity=first))
+    clock.now = T1 + timedelta(minutes=3)
+    view.session_written(session("a", 6, phase="Active", activity=second))
+    assert view.session("uid-a").last_activity == pinned  # type: ignore[union-attr]
+
+
+def test_a_late_answer_for_a_deleted_session_pins_nothing() -> None:
+    clock = SteppedActivityClock(T1)
+    view = ClusterView(clock)
+    future = stamp(T1 + timedelta(hours=1))
+    view.session_event("ADDED", session("a", 3, activity=future))
+    view.session_event("DELETED", session("a", 4))
+    view.session_written(session("a", 5, phase="Active", activity=future))
+    # Nothing was kept for it: the same value would count from a new first sight.
+    assert clock.observe("uid-a", future, now=T1 + timedelta(minutes=9)) == T1 + timedelta(minutes=9)
