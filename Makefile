@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo test unit contract integration lint bench e2e kind-up clean venv
+.PHONY: demo test unit component contract integration lint bench e2e kind-up clean venv
 
 # The emulator (emulator/) is a distribution of its own that the test extra names; pip
 # cannot resolve a relative path inside an extra, so both are installed in one command and
@@ -25,12 +25,16 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m demo
 
-## test: every tier that runs without a cluster: lint, unit, emulator contract, integration.
+## test: every tier that runs without a cluster: lint, unit, component, emulator contract, integration.
 test: $(STAMP) lint
-	$(PY) -m pytest $(PYTEST_ARGS) tests/unit tests/contract tests/integration
+	$(PY) -m pytest $(PYTEST_ARGS) tests/unit tests/component tests/contract tests/integration
 
 unit: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS) tests/unit
+
+## component: the operator's parts in one event loop against an in-process emulator (seconds).
+component: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS) tests/component
 
 contract: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS) tests/contract
