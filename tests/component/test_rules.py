@@ -134,6 +134,9 @@ async def test_racing_burst_leaves_one_active_holding_the_claim(
     # The watcher saw the whole race: every session created, then decided.
     versions = Counter(uid for _, _, _, uid, _, _ in watcher.seen.session_versions)
     assert len(versions) == 50 and min(versions.values()) >= 2
+    # The counts the cache keeps for /metrics went through every change and are exact.
+    assert op.cache.phase_counts() == dict(Counter((namespace, s.phase(o)) for o in items.values()))
+    assert op.cache.oldest_undecided(datetime.now(UTC)) == 0.0
 
 
 async def test_two_operators_in_one_loop_never_make_two_active(
