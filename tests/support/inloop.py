@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from session_operator.arbiter import Defaults
@@ -57,8 +57,7 @@ async def until(condition: Callable[[], Any], what: str, within: float = 10.0, i
 
 class Valve:
     """Between an informer and the cache: ``hold()`` keeps watch events back, as a watch
-    that lags behind; ``release()`` delivers them in order; ``drop()`` forgets them (what
-    a broken connection does to events in flight). Listings always pass."""
+    that lags behind; ``release()`` delivers them in order. Listings always pass."""
 
     def __init__(self, sink: Sink, changed: Callable[[set[Any]], None]) -> None:
         self._sink = sink
@@ -88,9 +87,6 @@ class Valve:
             touched = self._sink.event(kind, body)
             if touched:
                 self._changed(touched)
-
-    def drop(self) -> None:
-        self._held = None
 
 
 class InLoopOperator:
@@ -124,7 +120,8 @@ class InLoopOperator:
 
     def _informers(self) -> list[Informer]:
         informers = []
-        for namespace in self.namespaces or [None]:
+        scopes: list[str | None] = list(self.namespaces) or [None]
+        for namespace in scopes:
             where = f"/namespaces/{namespace}" if namespace else ""
             sessions = Valve(self.cache.session_sink, self._changed)
             claims = Valve(self.cache.claim_sink, self._changed)
@@ -225,7 +222,8 @@ class InLoopOperator:
         """What the API server holds, in the namespaces this operator watches."""
         sessions: dict[str, str] = {}
         claims: dict[TargetKey, str] = {}
-        for namespace in self.namespaces or [None]:
+        scopes: list[str | None] = list(self.namespaces) or [None]
+        for namespace in scopes:
             where = f"/namespaces/{namespace}" if namespace else ""
             listing = await self.kube.request("GET", f"/apis/{GROUP}/{VERSION}{where}/{PLURAL}")
             for item in listing.get("items") or ():
@@ -336,7 +334,3 @@ class RuleWatcher(InvariantWatcher):
             if self.names.get(uid) == name and not deleted and (not out or out[-1] != phase):
                 out.append(phase)
         return out
-
-
-def by_name(items: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
-    return {item["metadata"]["name"]: item for item in items}

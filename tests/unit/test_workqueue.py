@@ -96,7 +96,7 @@ class Recorder:
             answer = answers.pop(0) if answers else None
             if isinstance(answer, BaseException):
                 raise answer
-            return answer  # type: ignore[no-any-return]
+            return answer
         finally:
             self.running[key] -= 1
 
