@@ -14,7 +14,7 @@ BASE_IMAGE ?=
 CONTAINER_TOOL ?= $(firstword $(foreach tool,podman buildah docker,$(if $(shell command -v $(tool) 2>/dev/null),$(tool))))
 KIND_CLUSTER ?= session-operator
 
-.PHONY: demo test unit chart contract integration lint bench image e2e kind-up kind-load clean venv
+.PHONY: demo test unit component chart contract integration lint bench image e2e kind-up kind-load clean venv
 
 # The emulator (emulator/) is a distribution of its own that the test extra names; pip
 # cannot resolve a relative path inside an extra, so both are installed in one command and
@@ -32,12 +32,17 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m demo
 
-## test: every tier that runs without a cluster: lint, unit, the Helm chart, emulator contract, integration.
+## test: every tier that runs without a cluster: lint, unit, component, the Helm chart, emulator contract,
+## integration.
 test: $(STAMP) lint
-	$(PY) -m pytest $(PYTEST_ARGS) tests/unit tests/chart tests/contract tests/integration
+	$(PY) -m pytest $(PYTEST_ARGS) tests/unit tests/component tests/chart tests/contract tests/integration
 
 unit: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS) tests/unit
+
+## component: the operator's parts in one event loop against an in-process emulator (seconds).
+component: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS) tests/component
 
 ## chart: the Helm chart, offline: render, lint, schemas, RBAC, alerts, Argo CD and kstatus health.
 chart: $(STAMP)

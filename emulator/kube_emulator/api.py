@@ -680,7 +680,7 @@ class Api:
             if dry_run:
                 return self.present(rt, version, obj)
             rv = self.store.next_rv()
-            obj_meta["resourceVersion"] = str(rv)
+            obj["metadata"]["resourceVersion"] = str(rv)  # _order made a new metadata dict
             self.store.put(rt.storage_key, obj, existing, rv)
             if rt.storage_key == NS_KEY:
                 self.pending_cleanup.add(("ns", name))

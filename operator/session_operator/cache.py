@@ -189,9 +189,10 @@ class ClusterView:
 
     def session_written(self, body: Mapping[str, Any]) -> SessionView:
         """The API server's answer to one of our writes: newer than the watch, for now."""
+        if ((body.get("metadata") or {}).get("uid") or "") in self._gone:
+            return SessionView.from_body(body)  # not kept: must not pin activity for a session gone
         view = self._view(body)
-        if view.uid not in self._gone:
-            self._put(view)
+        self._put(view)
         return view
 
     def session_gone(self, uid: str) -> set[TargetKey]:
@@ -204,6 +205,14 @@ class ClusterView:
         return _SessionListing(self, namespace)
 
     def _view(self, body: Mapping[str, Any]) -> SessionView:
+        metadata = body.get("metadata") or {}
+        current = self._sessions.get(metadata.get("uid") or "")
+        if current is not None and rv_order(str(metadata.get("resourceVersion") or "")) <= rv_order(
+            current.resource_version
+        ):
+            # A copy older than the one held is not kept, so it must not re-pin the activity
+            # clock: that would move the first sight of the newer value's time.
+            return SessionView.from_body(body)
         return SessionView.from_body(body, self.activity)
 
     def _put(self, view: SessionView) -> set[TargetKey]:

@@ -707,6 +707,9 @@ async def test_finalizer_delays_deletion(kube: KubeClient, widgets: str, namespa
     assert_same(body, tx_response("cr-delete-with-finalizer")[1], namespace)
     status, still = await kube.request("GET", f"{widgets}/wf")
     assert status == 200 and still["metadata"]["deletionTimestamp"]
+    # Setting deletionTimestamp is a write: a new resourceVersion, answered and stored.
+    assert body["metadata"]["resourceVersion"] != rv
+    assert still["metadata"]["resourceVersion"] == body["metadata"]["resourceVersion"]
     status, again = await kube.request("DELETE", f"{widgets}/wf")
     assert status == 200 and again["metadata"]["resourceVersion"] == still["metadata"]["resourceVersion"]
     status, body = await kube.request(
