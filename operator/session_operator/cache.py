@@ -72,7 +72,8 @@ class ActivityClock:
 
 
 def _phase_key(view: SessionView) -> tuple[str, str]:
-    return (view.namespace, view.phase or UNDECIDED if view.decided else UNDECIDED)
+    phase = view.phase if view.decided else None
+    return (view.namespace, phase or UNDECIDED)
 
 
 def claim_key(body: Mapping[str, Any]) -> TargetKey | None:
@@ -207,9 +208,7 @@ class ClusterView:
     def _view(self, body: Mapping[str, Any]) -> SessionView:
         metadata = body.get("metadata") or {}
         current = self._sessions.get(metadata.get("uid") or "")
-        if current is not None and rv_order(str(metadata.get("resourceVersion") or "")) <= rv_order(
-            current.resource_version
-        ):
+        if current is not None and rv_order(str(metadata.get("resourceVersion") or "")) <= current.rv:
             # A copy older than the one held is not kept, so it must not re-pin the activity
             # clock: that would move the first sight of the newer value's time.
             return SessionView.from_body(body)
