@@ -20,13 +20,14 @@ to date on every change, so a metrics scrape costs nothing at 100,000 sessions.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from .model import ACTIVITY_ANNOTATION, TARGET_ANNOTATION, Claim, SessionView, parse_time, rv_order
 
@@ -98,11 +99,11 @@ class _Stored:
 
     @classmethod
     def of(cls, view: SessionView) -> _Stored:
-        status = json.dumps(view.status, separators=(",", ":")).encode() if view.status else b""
+        status = orjson.dumps(view.status) if view.status else b""
         return cls(replace(view, status=_NO_STATUS), status, _phase_key(view))
 
     def full(self) -> SessionView:
-        return replace(self.view, status=json.loads(self.status)) if self.status else self.view
+        return replace(self.view, status=orjson.loads(self.status)) if self.status else self.view
 
     @property
     def uid(self) -> str:

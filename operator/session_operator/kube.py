@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import orjson
 from aiohttp.helpers import get_env_proxy_for_url
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
@@ -139,7 +140,7 @@ class Kube:
         data = None
         if body is not None:
             headers["Content-Type"] = content_type
-            data = json.dumps(body).encode()
+            data = orjson.dumps(body)
         return await self._session.request(
             method,
             self._host + path,
@@ -171,7 +172,7 @@ class Kube:
             raise ApiError(0, "ConnectionError", str(e) or type(e).__name__) from e
         if status >= 400:
             raise _error_from(status, str(status), data)
-        parsed: dict[str, Any] = json.loads(data) if data else {}
+        parsed: dict[str, Any] = orjson.loads(data) if data else {}
         return parsed
 
     async def watch(
@@ -197,9 +198,9 @@ class Kube:
                 while (end := buffer.find(b"\n")) >= 0:
                     line, buffer = buffer[:end], buffer[end + 1 :]
                     if line.strip():
-                        yield json.loads(line)
+                        yield orjson.loads(line)
             if buffer.strip():
-                yield json.loads(buffer)
+                yield orjson.loads(buffer)
         except (TimeoutError, OSError, aiohttp.ClientError) as e:
             raise ApiError(0, "ConnectionError", str(e) or type(e).__name__) from e
         finally:
