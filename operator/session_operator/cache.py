@@ -99,7 +99,8 @@ class _Stored:
 
     @classmethod
     def of(cls, view: SessionView) -> _Stored:
-        status = orjson.dumps(view.status) if view.status else b""
+        # A copy: orjson's result sits in a 4 KiB allocation whatever its length.
+        status = bytes(memoryview(orjson.dumps(view.status))) if view.status else b""
         return cls(replace(view, status=_NO_STATUS), status, _phase_key(view))
 
     def full(self) -> SessionView:
