@@ -28,8 +28,10 @@ class OperatorProcess:
         name: str = "operator",
         args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
-        leader_elect: bool = False,
+        leader_elect: bool | None = False,
     ) -> None:
+        """``leader_elect``: True, with short timings and the Lease in ``default``; False,
+        without; None, neither: ``args`` carry the leader-election flags (say, the chart's)."""
         self.kubeconfig = kubeconfig
         self.name = name
         self.log_path = log_dir / f"{name}.log"
@@ -56,7 +58,7 @@ class OperatorProcess:
                 "--lease-duration", "4", "--renew-deadline", "3", "--retry-period", "0.5",
                 "--leader-election-namespace", "default",
             ]
-        else:
+        elif self.leader_elect is False:
             cmd += ["--no-leader-elect"]
         return [*cmd, *self.args]
 

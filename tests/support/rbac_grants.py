@@ -9,8 +9,12 @@ cluster-scoped objects). Subresources are resources of their own (``sessions/sta
     allows(docs, "coordination.k8s.io", "leases", "update", "session-operator", name="session-operator-leader")
 
 This is what a run against a real API server compares with the requests it records
-(audit log or an authorizing proxy): every recorded request must be ``allows()``-ed,
-and every grant should be used by some request (``unused()``), which is least privilege.
+(tests/support/recording_proxy.py, read with ``request_of()``): every recorded request must
+be ``allows()``-ed, and every grant should be used by some request (``unused()``), which
+is least privilege.
+
+    request_of("GET", "/apis/coordination.k8s.io/v1/namespaces/a/leases", "watch=true")
+    # Request("coordination.k8s.io", "leases", "watch", "a")
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
+from urllib.parse import parse_qs
 
 CLUSTER = "*"
 
@@ -144,3 +149,51 @@ def unused(
     return {
         rule.grant for rule in rules(docs, subject) if not any(_matches(rule, request) for request in requests)
     }
+
+
+# Method -> verb, before a GET without a name becomes list or watch and a DELETE without
+# one deletecollection.
+_VERBS = {"GET": "get", "HEAD": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+# Subresources of a namespace itself (/api/v1/namespaces/NAME/status), not resources in it.
+_NAMESPACE_SUBRESOURCES = {"status", "finalize"}
+
+
+def request_of(method: str, path: str, query: str = "") -> Request | None:
+    """The request as the API server's authorizer sees one HTTP request; ``None`` for a
+    non-resource URL (``/api``, ``/apis/GROUP/VERSION``, ``/version``, ``/healthz``,
+    ``/openapi/...``: discovery that RBAC grants every authenticated user).
+
+    Derived as kube-apiserver's RequestInfoFactory does it: GET on a collection is list,
+    or watch with ``watch=true``; GET on a name is get; POST create, PUT update, PATCH
+    patch; DELETE on a name delete, on a collection deletecollection; a subresource is
+    ``resource/subresource``; ``fieldSelector=metadata.name=X`` names the object of a
+    list or watch.
+    """
+    parts = [part for part in path.split("/") if part]
+    if len(parts) < 3 or parts[0] not in ("api", "apis") or (parts[0] == "apis" and len(parts) < 4):
+        return None
+    api_group = "" if parts[0] == "api" else parts[1]
+    rest = parts[2:] if parts[0] == "api" else parts[3:]
+    verb = _VERBS.get(method.upper(), method.lower())
+    if len(rest) >= 2 and rest[0] == "watch":  # the deprecated /watch/ prefix
+        verb, rest = "watch", rest[1:]
+    namespace = ""
+    if rest[0] == "namespaces" and len(rest) > 1:
+        namespace = rest[1]
+        if len(rest) > 2 and rest[2] not in _NAMESPACE_SUBRESOURCES:
+            rest = rest[2:]
+    resource = rest[0]
+    name = rest[1] if len(rest) > 1 else ""
+    if len(rest) > 2:
+        resource = f"{resource}/{rest[2]}"
+    options = parse_qs(query)
+    if not name and verb == "get":
+        verb = "watch" if (options.get("watch") or [""])[-1].lower() in ("true", "1") else "list"
+        for selector in options.get("fieldSelector") or ():
+            for term in selector.split(","):
+                key, _, value = term.partition("=")
+                if key == "metadata.name" and value.lstrip("="):
+                    name = value.lstrip("=")
+    elif not name and verb == "delete":
+        verb = "deletecollection"
+    return Request(api_group, resource, verb, namespace, name)
