@@ -20,10 +20,13 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+
+import yaml
 from typing import Any
 
 import aiohttp
 
+from support.apiserver import TRANSITION_RULES_SINCE, without_transition_rules
 from support.kubeclient import KubeClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,7 +177,11 @@ class RealCluster(Server):
         try:
             version = await client.ok("GET", "/version")
             self.name = str(version.get("gitVersion") or "unknown")
-            await client.apply_crd(CRD_PATH)
+            crd = yaml.safe_load(CRD_PATH.read_text())
+            minor = int("".join(ch for ch in str(version.get("minor", "0")) if ch.isdigit()) or 0)
+            if minor < TRANSITION_RULES_SINCE:  # oldSelf rules do not compile before 1.25
+                crd = without_transition_rules(crd)
+            await client.apply_crd(crd)
         finally:
             await client.close()
 
