@@ -73,11 +73,12 @@ class Operator:
             informers.append(Informer(
                 self._kube, what="sessions", namespace=namespace, sink=self.cache.session_sink,
                 path=f"/apis/{GROUP}/{VERSION}{where}/{PLURAL}", changed=self._changed,
+                listed=self._metrics.watch_lists.labels(resource="sessions").inc,
             ))
             informers.append(Informer(
                 self._kube, what="claims", namespace=namespace, sink=self.cache.claim_sink,
                 path=f"/apis/coordination.k8s.io/v1{where}/leases", label_selector=CLAIM_SELECTOR,
-                changed=self._changed,
+                changed=self._changed, listed=self._metrics.watch_lists.labels(resource="claims").inc,
             ))
         return informers
 
@@ -123,8 +124,6 @@ class Operator:
 
     async def _mark_synced(self) -> None:
         await asyncio.gather(*(informer.synced.wait() for informer in self.informers))
-        for informer in self.informers:
-            self._metrics.watch_lists.labels(resource=informer.what.split()[0]).inc(informer.lists)
         self._readiness.synced = True
         log.info(
             "Filled the cache: %d sessions and %d claims in %s",
