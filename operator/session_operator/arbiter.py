@@ -541,14 +541,15 @@ def _evaluate(group: _Group, session: SessionView, queue: list[SessionView]) -> 
                 session,
                 Phase.REJECTED,
                 Reason.DUPLICATE_PROFILE,
-                f"{group.held_by()} with the same profile; ReplaceIfProfileChanged replaces only a "
-                "holder whose profile differs; archive it, or change spec.profile or spec.onConflict",
+                f'{group.held_by()} with the same profile; use session "{holder.name}" (ReplaceIfProfileChanged '
+                "replaces only a holder whose profile differs), or archive it, or change spec.profile or "
+                "spec.onConflict",
                 fields={"holder": _holder_info(holder, group.holder_since)},
             )
             return
         _replace(group, holder, session, Reason.PROFILE_CHANGED)
     elif policy is OnConflict.REPLACE:
-        _replace(group, holder, session, Reason.REPLACED)
+        _replace(group, holder, session, Reason.REPLACED, on_request=activation is not None)
     elif policy is OnConflict.QUEUE:
         group.set(
             session,

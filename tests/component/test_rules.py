@@ -520,6 +520,9 @@ async def test_replace_if_profile_changed_both_ways(operator: Any, client: KubeC
     assert "gpt-4o" in s.condition(items["holder"], "Ready")["message"]
     assert reason(items["changed"]) == "ReplacedPrevious"
     assert s.phase(items["same"]) == "Rejected"
+    # The rejected session names the running one to use instead (reuse the running session).
+    assert items["same"]["status"]["holder"]["name"] == "holder"
+    assert 'use session "holder"' in s.condition(items["same"], "Ready")["message"]
 
 
 # --- rule 6: namespaces ---------------------------------------------------------------------
