@@ -14,9 +14,12 @@ The decision, in order, for one target group:
    (maxDuration, idleTimeout) passed. A claim whose holder is gone is released.
 2. Decided sessions keep their phase (rule 2); terminal ones may be archived or deleted
    by retention, when their time has come.
-3. If the target is free, the head of the queue (priority, age, name) is promoted.
+3. If the target is free, the head of the queue (priority, age, name) is promoted,
+   unless an undecided session asks to be activated (it takes the free target instead).
 4. Undecided sessions (new, or their spec changed) are applied one by one in that same
-   order, each meeting the holder left by the ones before it (rule 4).
+   order, each meeting the holder left by the ones before it (rule 4). A session with a
+   pending ``spec.activateRequest`` is decided as if its policy were Replace, and the
+   request is recorded in its status (consumed).
 5. Queue positions: exact for new entries and for the head; others may lag so that a
    promotion costs O(1) writes.
 """
@@ -217,6 +220,7 @@ class _Group:
         self.due: list[datetime] = []
         self.claim_change: ClaimChange | None = None
         self.deletions: list[SessionView] = []
+        self.consumed: dict[str, str] = {}  # uid -> the spec.activateRequest acted on
 
     @property
     def target(self) -> str:
@@ -332,8 +336,9 @@ def decide(
     # queue is promoted below before the newcomers are applied, in queue order (rule 4).
     undecided.sort(key=lambda s: s.order_key)
 
-    # 3. A free target goes to the head of the queue.
-    if group.holder is None and queue:
+    # 3. A free target goes to the head of the queue, unless a session asks to be
+    # activated: it takes the target in step 4, and the queue keeps its order.
+    if group.holder is None and queue and not any(s.activation is not None for s in undecided):
         queue.sort(key=lambda s: s.order_key)
         head = queue.pop(0)
         _activate(group, head, Reason.PROMOTED, _promoted_message(group, claim_holder))
@@ -363,7 +368,10 @@ def _wants_target(session: SessionView) -> bool:
 
 def _keep_holder(group: _Group, session: SessionView) -> None:
     """``session`` holds the claim and wants the target: it stays (or becomes) Active,
-    unless a deadline has passed, in which case it is Abandoned and releases."""
+    unless a deadline has passed, in which case it is Abandoned and releases. A pending
+    activation request is simply recorded: it holds the target already."""
+    if session.activation is not None:
+        group.consumed[session.uid] = session.activation
     status = session.status
     was_active = session.phase == Phase.ACTIVE
     active_since = status.get("activeSince") if was_active else None
@@ -529,11 +537,16 @@ def _evaluate(group: _Group, session: SessionView, queue: list[SessionView]) -> 
             archived_reason=Reason.REQUESTED if phase is Phase.ARCHIVED else None,
         )
         return
+    policy = spec.on_conflict
+    activation = session.activation
+    if activation is not None:
+        # A one-shot request (kubectl session activate): Replace, whatever onConflict says.
+        group.consumed[session.uid] = activation
+        policy = OnConflict.REPLACE
     holder = group.holder
     if holder is None or holder is session:
         _activate(group, session, Reason.ACQUIRED, _acquired_message(session))
         return
-    policy = spec.on_conflict
     if policy is OnConflict.REPLACE_IF_PROFILE_CHANGED:
         if holder.profile == spec.profile:
             _leave(
@@ -567,7 +580,9 @@ def _evaluate(group: _Group, session: SessionView, queue: list[SessionView]) -> 
         )
 
 
-def _replace(group: _Group, old: SessionView, new: SessionView, reason: Reason) -> None:
+def _replace(
+    group: _Group, old: SessionView, new: SessionView, reason: Reason, *, on_request: bool = False
+) -> None:
     if reason is Reason.PROFILE_CHANGED:
         old_message = (
             f'replaced by session "{new.name}" on target "{new.target}": profile changed from '
@@ -575,15 +590,13 @@ def _replace(group: _Group, old: SessionView, new: SessionView, reason: Reason) 
         )
     else:
         old_message = f'replaced by session "{new.name}" (profile "{new.profile}") on target "{new.target}"'
+    new_message = f'replaced session "{old.name}" (profile "{old.profile}") on target "{new.target}"'
+    if on_request:
+        old_message += ", activated on request (spec.activateRequest)"
+        new_message += ", activated on request (spec.activateRequest)"
     old_fields = {"activeSince": group.holder_since, "replacedBy": new.name}
     _leave(group, old, Phase.REPLACED, reason, old_message, fields=old_fields, replaced_reason=reason)
-    _activate(
-        group,
-        new,
-        Reason.REPLACED_PREVIOUS,
-        f'replaced session "{old.name}" (profile "{old.profile}") on target "{new.target}"',
-        replaces=old.name,
-    )
+    _activate(group, new, Reason.REPLACED_PREVIOUS, new_message, replaces=old.name)
 
 
 def _retention(group: _Group, session: SessionView, outcome: _Outcome | None = None) -> None:
@@ -754,6 +767,11 @@ def _status(group: _Group, session: SessionView, outcome: _Outcome) -> dict[str,
     for key, value in outcome.fields.items():
         if value is not None:
             status[key] = value
+    # The last activation request acted on stays recorded, whatever the phase, so that a
+    # later evaluation of the same spec does not act on it again.
+    activated = group.consumed.get(session.uid) or session.status.get("activateRequest")
+    if activated is not None:
+        status["activateRequest"] = activated
     if not outcome.transition:
         # A refresh keeps timestamps the session already shows.
         for key in ("endedAt", "archivedAt"):

@@ -185,6 +185,7 @@ class Spec:
     max_duration: timedelta | None = None
     archive_after: timedelta | None = None
     delete_after: timedelta | None = None
+    activate_request: str | None = None  # a one-shot "make me Active now" token
 
 
 _DURATION_FIELDS = (
@@ -231,6 +232,13 @@ def parse_spec(raw: Any) -> Spec:
         priority = 0
     if isinstance(priority, bool) or not isinstance(priority, int) or not -(2**31) <= priority < 2**31:
         raise InvalidSpecError("spec.priority", f"{priority!r} is not a 32-bit integer")
+    activate_request = raw.get("activateRequest")
+    if activate_request is not None and not isinstance(activate_request, str):
+        raise InvalidSpecError("spec.activateRequest", "must be a string (for example an RFC 3339 time)")
+    if activate_request is not None and len(activate_request) > 253:
+        raise InvalidSpecError(
+            "spec.activateRequest", f"is {len(activate_request)} characters long; at most 253 are allowed"
+        )
     durations: dict[str, timedelta | None] = {}
     for api_name, attr in _DURATION_FIELDS:
         value = raw.get(api_name)
@@ -241,6 +249,7 @@ def parse_spec(raw: Any) -> Spec:
         on_conflict=on_conflict,
         priority=priority,
         state=state,
+        activate_request=activate_request or None,
         **durations,
     )
 
@@ -294,6 +303,18 @@ class SessionView:
     @property
     def profile(self) -> str:
         return self.spec.profile if self.spec is not None else ""
+
+    @property
+    def activation(self) -> str | None:
+        """The pending one-shot activation request: ``spec.activateRequest`` while
+        ``spec.state`` is Active and the operator has not yet acted on that value
+        (``status.activateRequest``); None otherwise."""
+        spec = self.spec
+        if spec is None or spec.activate_request is None or spec.state is not DesiredState.ACTIVE:
+            return None
+        if self.status.get("activateRequest") == spec.activate_request:
+            return None
+        return spec.activate_request
 
     @classmethod
     def from_body(cls, body: Any, activity: ActivityObserver | None = None, now: datetime | None = None) -> SessionView:

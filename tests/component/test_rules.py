@@ -29,6 +29,7 @@ rule                                                   test
 4 Burst order, a chain of Replace sessions             test_a_burst_is_applied_in_queue_order_and_a_replace_chain
 5 Atomic replacement (Replaced before Active)          test_replacement_is_atomic_as_a_watcher_sees_it
 5 ReplaceIfProfileChanged, same and changed profile    test_replace_if_profile_changed_both_ways
+5 Activation on request (spec.activateRequest)         test_an_activation_request_replaces_the_holder_atomically
 6 Namespaces isolate                                   test_namespaces_isolate
 spec: Invalid names the field, others go on            test_an_invalid_spec_names_the_field_and_the_target_goes_on
 lifecycle: idleTimeout                                 test_idle_timeout_abandons_and_promotes_the_queue
@@ -523,6 +524,37 @@ async def test_replace_if_profile_changed_both_ways(operator: Any, client: KubeC
     # The rejected session names the running one to use instead (reuse the running session).
     assert items["same"]["status"]["holder"]["name"] == "holder"
     assert 'use session "holder"' in s.condition(items["same"], "Ready")["message"]
+
+
+async def test_an_activation_request_replaces_the_holder_atomically(
+    operator: Any, client: KubeClient, namespace: str
+) -> None:
+    op: InLoopOperator = await operator()
+    await s.create(client, namespace, "holder", "repo/now")
+    await op.settled()
+    for name in ("wait-1", "wait-2"):
+        await s.create(client, namespace, name, "repo/now", onConflict="Queue")
+    await op.settled()
+    before = await s.claim(client, namespace, "repo/now")
+    assert before is not None
+    async with RuleWatcher(client, namespace) as watcher:
+        # What `kubectl session activate wait-2` sends: one merge patch.
+        await s.patch_spec(client, namespace, "wait-2", state="Active", activateRequest="2026-11-21T10:00:00.5Z")
+        await wait_phase(client, namespace, "wait-2", "Active")
+        await op.settled()
+    watcher.check()
+    replaced_at, active_at = watcher.first_seen("holder", "Replaced"), watcher.first_seen("wait-2", "Active")
+    assert replaced_at is not None and active_at is not None and replaced_at < active_at
+    since = int(before["metadata"]["resourceVersion"])
+    versions = [v for v in watcher.seen.claim_versions[(namespace, claim_name("repo/now"))] if v[0] > since]
+    assert [holder for _, holder, _ in versions] == ["wait-2"]
+    after = await s.claim(client, namespace, "repo/now")
+    assert after is not None and after["spec"]["leaseTransitions"] == before["spec"]["leaseTransitions"] + 1
+    items = await s.all_sessions(client, namespace)
+    assert items["wait-2"]["status"]["activateRequest"] == "2026-11-21T10:00:00.5Z"
+    assert items["wait-2"]["status"].get("queuePosition") is None
+    assert (s.phase(items["wait-1"]), items["wait-1"]["status"]["queuePosition"]) == ("Queued", 1)
+    assert items["wait-1"]["status"]["holder"]["name"] == "wait-2"
 
 
 # --- rule 6: namespaces ---------------------------------------------------------------------

@@ -131,6 +131,13 @@ def test_queue_then_promotion_in_priority_age_name_order() -> None:
     assert order == ["high-new", "a-same", "b-same", "low-old"]
 
 
+def stage_names(plan) -> list[list[tuple[str, str | None]]]:
+    return [
+        [(type(step).__name__, getattr(step, "session", None) and step.session.name) for step in stage]
+        for stage in plan.stages
+    ]
+
+
 def test_promotion_costs_constant_writes_and_head_position_is_exact() -> None:
     world = World()
     world.create("holder")
@@ -216,6 +223,123 @@ def test_burst_first_in_order_takes_free_target() -> None:
     world.reconcile()
     assert world.phase("vip") == "Active"
     assert [world.phase(n) for n in ("alpha", "mid", "zeta")] == ["Rejected", "Queued", "Rejected"]
+
+
+# --- activation on request (spec.activateRequest) --------------------------------------
+
+
+def test_activating_a_queued_session_replaces_the_holder_whatever_its_policy() -> None:
+    world = World()
+    world.create("a", profile="p1")
+    world.reconcile()
+    for name in ("b", "c"):
+        world.advance(1)
+        world.create(name, onConflict="Queue")
+    world.reconcile()
+    world.advance(5)
+    world.set_spec("c", state="Active", activateRequest="2026-11-21T10:00:07.000001Z")
+    plan = decide(world.views(), world.claim_view(), world.now, world.defaults)
+    # As Replace: the holder written Replaced first, the claim moved in one conditional
+    # write, then c Active; b, now first in line behind c, afterwards.
+    assert stage_names(plan) == [
+        [("StatusWrite", "a")], [("ClaimChange", None)], [("StatusWrite", "c")], [("StatusWrite", "b")]
+    ]
+    assert plan.claim_change is not None and plan.claim_change.op == "transfer"
+    world.apply(plan)
+    assert world.phase("a") == "Replaced" and world.status("a")["replacedBy"] == "c"
+    assert conditions(world, "a")["Replaced"] == ("True", "Replaced")
+    assert world.phase("c") == "Active" and world.status("c")["replaces"] == "a"
+    assert conditions(world, "c")["Ready"] == ("True", "ReplacedPrevious")
+    assert "activated on request (spec.activateRequest)" in world.condition("c", "Ready")["message"]
+    assert "activated on request" in world.condition("a", "Ready")["message"]
+    assert world.status("c")["activateRequest"] == "2026-11-21T10:00:07.000001Z"
+    assert world.claim is not None and world.claim["spec"]["leaseTransitions"] == 1
+    assert world.status("b")["queuePosition"] == 1 and world.status("b")["holder"]["name"] == "c"
+    assert world.transitions[-2:] == [("a", "Replaced"), ("c", "Replaced")]
+    assert world.reconcile().empty
+
+
+def test_an_activation_is_consumed_and_later_evaluations_follow_the_policy() -> None:
+    world = World()
+    world.create("a")
+    world.create("b", onConflict="Queue")
+    world.reconcile()
+    world.set_spec("b", activateRequest="t1")  # spec.state is Active already
+    world.reconcile()
+    assert world.phase("b") == "Active"
+    world.create("c", onConflict="Replace")
+    world.reconcile()
+    assert world.phase("b") == "Replaced"
+    # Another spec change re-evaluates b from scratch; its request was consumed: it queues.
+    world.set_spec("b", state="Active", profile="again")
+    world.reconcile()
+    assert world.phase("b") == "Queued" and world.status("b")["activateRequest"] == "t1"
+    # A new token is a new request.
+    world.set_spec("b", activateRequest="t2")
+    world.reconcile()
+    assert world.phase("b") == "Active" and world.phase("c") == "Replaced"
+    assert world.status("b")["activateRequest"] == "t2"
+
+
+def test_activating_a_rejected_session_on_a_free_target_simply_acquires() -> None:
+    world = World()
+    world.create("a")
+    world.create("r")
+    world.reconcile()
+    assert world.phase("r") == "Rejected"
+    world.set_spec("a", state="Completed")
+    world.reconcile()
+    assert world.phase("r") == "Rejected"  # terminal: sticks on a free target
+    world.set_spec("r", state="Active", activateRequest="t1")
+    world.reconcile()
+    assert world.phase("r") == "Active"
+    assert conditions(world, "r")["Ready"] == ("True", "Acquired")
+    assert world.status("r")["activateRequest"] == "t1"
+    assert world.claim is not None and world.claim["spec"]["holderIdentity"] == "r"
+
+
+def test_activating_the_holder_only_records_the_request() -> None:
+    world = World()
+    world.create("a", idleTimeout="60s")
+    world.reconcile()
+    since = world.status("a")["activeSince"]
+    world.advance(10)
+    world.set_spec("a", activateRequest="t1")
+    plan = decide(world.views(), world.claim_view(), world.now, world.defaults)
+    assert plan.claim_change is None
+    assert [(w.session.name, w.kind, w.transition) for w in plan.writes] == [("a", "other", None)]
+    world.apply(plan)
+    assert world.phase("a") == "Active" and world.status("a")["activeSince"] == since
+    assert world.status("a")["activateRequest"] == "t1"
+    assert world.status("a")["observedGeneration"] == 2
+
+
+def test_an_activation_as_the_holder_leaves_takes_the_free_target_and_the_queue_keeps_its_order() -> None:
+    world = World()
+    world.create("a")
+    for name in ("b", "c", "d"):
+        world.advance(1)
+        world.create(name, onConflict="Queue")
+    world.reconcile()
+    world.set_spec("a", state="Completed")
+    world.set_spec("d", activateRequest="t1")
+    world.reconcile()
+    assert [world.phase(n) for n in ("a", "b", "c", "d")] == ["Completed", "Queued", "Queued", "Active"]
+    assert conditions(world, "d")["Ready"] == ("True", "Acquired")
+    assert [world.status(n)["queuePosition"] for n in ("b", "c")] == [1, 2]
+    assert world.status("b")["holder"]["name"] == "d"
+
+
+def test_a_request_while_not_asking_for_the_target_is_not_acted_on() -> None:
+    world = World()
+    world.create("a")
+    world.create("b", state="Inactive", activateRequest="t1")
+    world.reconcile()
+    assert world.phase("b") == "Inactive" and "activateRequest" not in world.status("b")
+    # spec.state Active with that token still unconsumed: the request applies now.
+    world.set_spec("b", state="Active")
+    world.reconcile()
+    assert world.phase("b") == "Active" and world.phase("a") == "Replaced"
 
 
 # --- release, re-evaluation, deletion --------------------------------------------------
@@ -507,6 +631,7 @@ action = st.one_of(
         st.just("state"), st.sampled_from(NAMES), st.sampled_from(["Active", "Inactive", "Completed", "Archived"])
     ),
     st.tuples(st.just("policy"), st.sampled_from(NAMES), st.sampled_from(POLICIES)),
+    st.tuples(st.just("activate"), st.sampled_from(NAMES)),  # kubectl session activate
     st.tuples(st.just("delete"), st.sampled_from(NAMES)),
     st.tuples(st.just("advance"), st.integers(0, 120)),
     st.tuples(st.just("activity"), st.sampled_from(NAMES)),
@@ -520,7 +645,7 @@ action = st.one_of(
 def test_never_two_active_and_active_iff_holding(actions) -> None:
     world = World(defaults=Defaults(archive_after=timedelta(seconds=90), delete_after=timedelta(seconds=60)))
     present: set[str] = set()
-    for step in actions:
+    for number, step in enumerate(actions):
         kind = step[0]
         name = step[1] if len(step) > 1 and isinstance(step[1], str) else None
         live = name in present and any(b["metadata"]["name"] == name for b in world.bodies.values())
@@ -534,6 +659,8 @@ def test_never_two_active_and_active_iff_holding(actions) -> None:
             world.set_spec(name, state=step[2])
         elif kind == "policy" and live:
             world.set_spec(name, onConflict=step[2])
+        elif kind == "activate" and live:
+            world.set_spec(name, state="Active", activateRequest=f"request-{number}")
         elif kind == "delete" and live:
             world.delete(name)
         elif kind == "activity" and live:
@@ -565,6 +692,10 @@ def test_never_two_active_and_active_iff_holding(actions) -> None:
     queued = [v for v in world.views() if v.phase == Phase.QUEUED and not v.deleting]
     if queued:
         assert active, "a queue with nobody holding the target"
+    # Every activation request of a session that asks for the target was acted on.
+    for view in world.views():
+        if not view.deleting and view.spec is not None and view.decided:
+            assert view.activation is None, f"{view.name}: request {view.activation} not acted on"
 
 
 def test_unreadable_activity_is_ignored_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:

@@ -77,6 +77,7 @@ user_action = st.one_of(
     st.tuples(st.just("create"), st.sampled_from(NAMES), st.sampled_from(POLICIES), st.sampled_from(["a", "b"])),
     st.tuples(st.just("state"), st.sampled_from(NAMES),
               st.sampled_from(["Active", "Inactive", "Completed", "Archived"])),
+    st.tuples(st.just("activate"), st.sampled_from(NAMES)),  # kubectl session activate
     st.tuples(st.just("delete"), st.sampled_from(NAMES)),
 )
 round_ = st.tuples(
@@ -96,7 +97,7 @@ def test_two_actors_on_stale_views_never_break_exclusivity(rounds: list[Any]) ->
     world = World()
     try:
         world.snapshot()
-        for actions, lag_a, lag_b, picks in rounds:
+        for number, (actions, lag_a, lag_b, picks) in enumerate(rounds):
             for action in actions:
                 kind, name = action[0], action[1]
                 exists = any(b["metadata"]["name"] == name for b in world.bodies.values())
@@ -104,6 +105,8 @@ def test_two_actors_on_stale_views_never_break_exclusivity(rounds: list[Any]) ->
                     world.create(name, onConflict=action[2], profile=action[3])
                 elif kind == "state" and exists:
                     world.set_spec(name, state=action[2])
+                elif kind == "activate" and exists:
+                    world.set_spec(name, state="Active", activateRequest=f"request-{number}")
                 elif kind == "delete" and exists:
                     world.delete(name)
                 world.snapshot()

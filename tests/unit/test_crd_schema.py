@@ -120,6 +120,7 @@ def full_session() -> dict[str, Any]:
             "maxDuration": "24h",
             "archiveAfter": "0s",
             "deleteAfter": "1h30m",
+            "activateRequest": "2026-11-21T10:00:00.123456Z",
         },
         "status": {
             "phase": "Queued",
@@ -149,6 +150,7 @@ def full_session() -> dict[str, Any]:
             "queuePosition": 1,
             "replacedBy": "carol-3",
             "replaces": "dave-4",
+            "activateRequest": "2026-11-21T09:59:00.000001Z",
         },
     }
 
@@ -293,6 +295,7 @@ def test_spec_fields_are_the_contract() -> None:
         "onConflict",
         "priority",
         "state",
+        "activateRequest",
         *DURATION_FIELDS,
     }
 
@@ -307,6 +310,7 @@ def test_status_fields_are_the_contract() -> None:
         "queuePosition",
         "replacedBy",
         "replaces",
+        "activateRequest",
     }
 
 
@@ -613,6 +617,15 @@ def test_holder_queue_position_and_replacement_fields() -> None:
     assert status["replaces"]["type"] == "string"
 
 
+def test_activate_request_is_a_one_shot_token_described_where_kubectl_explain_shows_it() -> None:
+    spec, status = spec_props()["activateRequest"], status_props()["activateRequest"]
+    assert (spec["type"], spec["maxLength"], "default" in spec) == ("string", 253, False)
+    assert (status["type"], status["maxLength"]) == ("string", 253)
+    for words in ("whatever spec.onConflict says", "kubectl session", "as if", "Replace",
+                  "status.activateRequest", "consumed", "leaves the queue"):
+        assert words in spec["description"], words
+
+
 # --------------------------------------------------------------------------- whole objects
 
 
@@ -636,6 +649,8 @@ def at(document: dict[str, Any], dotted: str) -> tuple[dict[str, Any], str]:
         ("spec.target", "t" * 254),
         ("spec.target", "bad\ttarget"),
         ("spec.profile", "p" * 254),
+        ("spec.activateRequest", "t" * 254),
+        ("spec.activateRequest", 20261121),
         ("spec.onConflict", "Sometimes"),
         ("spec.state", "Paused"),
         ("spec.priority", INT32_MAX + 1),
