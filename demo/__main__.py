@@ -217,9 +217,10 @@ async def _walkthrough(demo: Demo) -> None:
     await demo.patch_spec("deploy-main", {"state": "Completed"})
     await demo.settle(queue)
     await demo.get_sess(queue)
-    print(f"{DIM}deploy-b, now first in line, names the new holder; further back, holder and position may lag\n"
-          f"(they are refreshed when a session reaches the head), so a promotion costs a few writes,\n"
-          f"however long the queue.{RESET}\n")
+    print(f"{DIM}deploy-b, now first in line, is written with the promotion; sessions further back are\n"
+          f"refreshed after it, at most --queue-refresh-rate writes a second per target, so a promotion's\n"
+          f"own path costs a few writes however long the queue, and every waiting session shows the truth\n"
+          f"within seconds.{RESET}\n")
     await demo.conditions("deploy-a")
     await demo.claim("device/7")
 

@@ -20,8 +20,12 @@ The decision, in order, for one target group:
    order, each meeting the holder left by the ones before it (rule 4). A session with a
    pending ``spec.activateRequest`` is decided as if its policy were Replace, and the
    request is recorded in its status (consumed).
-5. Queue positions: exact for new entries and for the head; others may lag so that a
-   promotion costs O(1) writes.
+5. Queue truth: new entries and the head are written exactly, as part of the decision;
+   other waiting sessions whose holder or position is stale are refreshed head-first, at
+   most ``Defaults.refresh_budget`` per decision, after the activation (so a promotion's
+   critical path stays demote, claim, activate); if some remain, the target is due again
+   a second later. Each refresh writes the truth of that moment, so a burst of changes
+   costs about the budget per second, not one write per waiting session per change.
 """
 
 from __future__ import annotations
@@ -74,6 +78,13 @@ class Defaults:
 
     archive_after: timedelta | None = timedelta(hours=168)
     delete_after: timedelta | None = None
+    # Stale waiting sessions (holder or queue position) refreshed per decision; the
+    # operator passes what is left of its per-target rate (--queue-refresh-rate).
+    refresh_budget: int = 20
+
+
+# A target whose waiting sessions are not all refreshed yet is decided again this much later.
+QUEUE_REFRESH_INTERVAL = timedelta(seconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +162,7 @@ class Plan:
 
     stages: tuple[tuple[Step, ...], ...] = ()
     next_due: datetime | None = None
+    refreshes: int = 0  # status writes of the queue-truth refresh (within the refresh budget)
 
     @property
     def empty(self) -> bool:
@@ -221,6 +233,7 @@ class _Group:
         self.claim_change: ClaimChange | None = None
         self.deletions: list[SessionView] = []
         self.consumed: dict[str, str] = {}  # uid -> the spec.activateRequest acted on
+        self.refreshes = 0
 
     @property
     def target(self) -> str:
@@ -350,7 +363,11 @@ def decide(
     # Finalise: queue positions, the claim change, and the plan's stages.
     _queue_positions(group, queue)
     _claim_change(group, claim_holder)
-    return Plan(stages=_stages(group, claim_holder), next_due=min(group.due) if group.due else None)
+    return Plan(
+        stages=_stages(group, claim_holder),
+        next_due=min(group.due) if group.due else None,
+        refreshes=group.refreshes,
+    )
 
 
 def _claim_holder(sessions: Sequence[SessionView], claim: Claim | None) -> SessionView | None:
@@ -649,21 +666,35 @@ def _previous_outcome(session: SessionView) -> _Outcome:
 
 
 def _queue_positions(group: _Group, queue: list[SessionView]) -> None:
-    """Exact positions for new entries and the head; the rest may lag (O(1) writes)."""
+    """Every waiting session's holder and position, as they are now.
+
+    New entries, the head, and a former head are written in any case: that is part of
+    the decision (a promotion writes the new head). Any other waiting session whose
+    status names another holder or position is refreshed, head first, while the refresh
+    budget lasts; when some are left, the target is due again after
+    ``QUEUE_REFRESH_INTERVAL``, so that the queue converges at the budget's rate.
+    """
     waiting = sorted(
         (s for s in queue if group.phase_of(s) == Phase.QUEUED), key=lambda s: s.order_key
     )
     holder = group.holder
+    holder_uid = holder.uid if holder is not None else None
+    budget = max(0, group.defaults.refresh_budget)
+    left = 0
     for position, session in enumerate(waiting, start=1):
         outcome = group.outcomes.get(session.uid)
         recorded = session.status.get("queuePosition")
         recorded_holder = (session.status.get("holder") or {}).get("uid")
         is_new = outcome is not None and outcome.transition
-        refresh = (position == 1 and (recorded != 1 or (holder and recorded_holder != holder.uid))) or (
-            recorded == 1 and position != 1
-        )
-        if not (is_new or refresh):
-            continue
+        if not is_new:
+            if recorded == position and recorded_holder == holder_uid:
+                continue  # true already
+            if position != 1 and recorded != 1:
+                if budget == 0:
+                    left += 1
+                    continue
+                budget -= 1
+                group.refreshes += 1
         holder_info = _holder_info(holder, group.holder_since) if holder is not None else None
         if holder is not None:
             message = (
@@ -674,6 +705,8 @@ def _queue_positions(group: _Group, queue: list[SessionView]) -> None:
             message = f'waiting in the queue of target "{group.target}"; position {position}'
         fields = {"holder": holder_info, "queuePosition": position}
         group.set(session, _Outcome(Phase.QUEUED, Reason.QUEUED, message, fields, transition=is_new))
+    if left:
+        group.due.append(group.now + QUEUE_REFRESH_INTERVAL)
 
 
 def _claim_change(group: _Group, claim_holder: SessionView | None) -> None:

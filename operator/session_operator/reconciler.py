@@ -8,6 +8,11 @@ claim, including the answers to the operator's own writes. It reads only to reco
 * after a lost race (409), the object that moved, so the next decision is not stale;
 * when the claim names a holder the cache has not seen (another replica just created
   it), that session, before treating the claim as abandoned.
+
+Refreshing waiting sessions' holder and position (queue truth) is paced per target: each
+decision may spend what is left of ``Defaults.refresh_budget`` writes per second
+(``RefreshBudget``), however often the target is reconciled, so a burst of holder
+changes costs about that many writes a second, not the queue's length for every change.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -43,6 +49,39 @@ class Api(ReadApi, WriteApi, Protocol):
     pass
 
 
+class RefreshBudget:
+    """A token bucket per target: ``rate`` queue-truth writes a second, at most ``rate``
+    at once. Targets with a full bucket keep no entry."""
+
+    PRUNE_ABOVE = 1024
+
+    def __init__(self, rate: int) -> None:
+        self.rate = max(0, rate)
+        self._buckets: dict[TargetKey, tuple[float, float]] = {}  # key -> (tokens, at when)
+
+    def _tokens(self, key: TargetKey, now: float) -> float:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return float(self.rate)
+        tokens, at = bucket
+        return min(float(self.rate), tokens + max(0.0, now - at) * self.rate)
+
+    def available(self, key: TargetKey, now: float) -> int:
+        """Writes ``key`` may spend now (``now``: seconds since the epoch)."""
+        return int(self._tokens(key, now))
+
+    def spend(self, key: TargetKey, count: int, now: float) -> None:
+        if count <= 0:
+            return
+        self._buckets[key] = (self._tokens(key, now) - count, now)
+        if len(self._buckets) > self.PRUNE_ABOVE:
+            for other in [k for k in self._buckets if self._tokens(k, now) >= self.rate]:
+                del self._buckets[other]
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
 class Reconciler:
     def __init__(
         self,
@@ -62,6 +101,7 @@ class Reconciler:
         self._metrics = metrics
         self._clock = clock
         self._executor = Executor(api, self, concurrency=concurrency)
+        self._refresh = RefreshBudget(defaults.refresh_budget)
         self._stale_claims: set[TargetKey] = set()  # read fresh before the next decision
 
     async def reconcile(self, key: TargetKey) -> float | None:
@@ -91,7 +131,12 @@ class Reconciler:
         if holder is not None:
             sessions.append(holder)
         now = self._clock()
-        plan = decide(sessions, claim, now, self._defaults)
+        budget = self._refresh.available(key, now.timestamp())
+        defaults = self._defaults if budget == self._defaults.refresh_budget else replace(
+            self._defaults, refresh_budget=budget
+        )
+        plan = decide(sessions, claim, now, defaults)
+        self._refresh.spend(key, plan.refreshes, now.timestamp())
         if not plan.empty:
             await self._executor.execute(plan, key, now)
         return plan.next_due

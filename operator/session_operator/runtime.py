@@ -58,7 +58,11 @@ class Operator:
         self.reconciler = Reconciler(
             self.cache,
             kube,
-            defaults=Defaults(archive_after=settings.archive_after, delete_after=settings.delete_after),
+            defaults=Defaults(
+                archive_after=settings.archive_after,
+                delete_after=settings.delete_after,
+                refresh_budget=settings.queue_refresh_rate,
+            ),
             events=self.events,
             metrics=metrics,
             concurrency=settings.write_concurrency,

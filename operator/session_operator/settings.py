@@ -97,6 +97,14 @@ class Settings(BaseSettings):
         le=256,
         description="Independent writes of one decision sent at once (say, a burst of sessions queued together).",
     )
+    queue_refresh_rate: int = Field(
+        default=20,
+        ge=1,
+        le=10000,
+        description="Status writes per second per target that bring waiting sessions' holder and queue position "
+        "up to date after the queue changes (head first; the head itself is written at once). Every waiting "
+        "session shows the truth within ceil(waiting / rate) seconds of the last change.",
+    )
     delete_batch_size: int = Field(
         default=50,
         ge=1,

@@ -30,6 +30,7 @@ rule                                                   test
 5 Atomic replacement (Replaced before Active)          test_replacement_is_atomic_as_a_watcher_sees_it
 5 ReplaceIfProfileChanged, same and changed profile    test_replace_if_profile_changed_both_ways
 5 Activation on request (spec.activateRequest)         test_an_activation_request_replaces_the_holder_atomically
+queue truth: holder and positions converge, paced      test_waiting_sessions_learn_the_truth_at_the_refresh_rate
 6 Namespaces isolate                                   test_namespaces_isolate
 spec: Invalid names the field, others go on            test_an_invalid_spec_names_the_field_and_the_target_goes_on
 lifecycle: idleTimeout                                 test_idle_timeout_abandons_and_promotes_the_queue
@@ -50,6 +51,7 @@ from typing import Any
 import pytest
 
 from kube_emulator import Emulator
+from session_operator.arbiter import Defaults
 from session_operator.model import HOLDER_UID_ANNOTATION, claim_name, parse_time
 from support import sessions as s
 from support.inloop import InLoopOperator, RuleWatcher, until
@@ -555,6 +557,37 @@ async def test_an_activation_request_replaces_the_holder_atomically(
     assert items["wait-2"]["status"].get("queuePosition") is None
     assert (s.phase(items["wait-1"]), items["wait-1"]["status"]["queuePosition"]) == ("Queued", 1)
     assert items["wait-1"]["status"]["holder"]["name"] == "wait-2"
+
+
+async def test_waiting_sessions_learn_the_truth_at_the_refresh_rate(
+    operator: Any, client: KubeClient, namespace: str
+) -> None:
+    rate = 4
+    op: InLoopOperator = await operator(defaults=Defaults(refresh_budget=rate))
+    await s.create(client, namespace, "w-00", "repo/truth")
+    await op.settled()
+    for i in range(1, 21):
+        await s.create(client, namespace, f"w-{i:02d}", "repo/truth", onConflict="Queue")
+    await op.settled()
+    # Three holder changes in a row: complete the holder, the head is promoted, repeat.
+    for i in range(3):
+        await s.patch_spec(client, namespace, f"w-{i:02d}", state="Completed")
+        await wait_phase(client, namespace, f"w-{i + 1:02d}", "Active")
+    changed = asyncio.get_running_loop().time()
+
+    async def true_everywhere() -> bool:
+        items = await s.all_sessions(client, namespace)
+        waiting = sorted(n for n, o in items.items() if s.phase(o) == "Queued")
+        return all(
+            items[n]["status"]["holder"]["name"] == "w-03" and items[n]["status"]["queuePosition"] == position
+            for position, n in enumerate(waiting, start=1)
+        )
+
+    await until(true_everywhere, "every waiting session to show the truth", within=10, interval=0.05)
+    took = asyncio.get_running_loop().time() - changed
+    # The documented bound: ceil(waiting / rate) seconds after the last change (and a
+    # little for the operator to act).
+    assert took <= -(-17 // rate) + 1.0, took
 
 
 # --- rule 6: namespaces ---------------------------------------------------------------------

@@ -138,8 +138,22 @@ def stage_names(plan) -> list[list[tuple[str, str | None]]]:
     ]
 
 
-def test_promotion_costs_constant_writes_and_head_position_is_exact() -> None:
-    world = World()
+def queue_truth(world: World) -> list[str]:
+    """What waiting sessions show that is not so: a holder other than the Active session,
+    or a position other than their place in queue order."""
+    active = [v for v in world.views() if v.phase == Phase.ACTIVE]
+    holder_uid = active[0].uid if active else None
+    waiting = sorted((v for v in world.views() if v.phase == Phase.QUEUED), key=lambda v: v.order_key)
+    wrong = []
+    for position, view in enumerate(waiting, start=1):
+        shown = ((view.status.get("holder") or {}).get("uid"), view.status.get("queuePosition"))
+        if shown != (holder_uid, position):
+            wrong.append(f"{view.name} shows {shown}, not {(holder_uid, position)}")
+    return wrong
+
+
+def test_promotion_critical_path_is_constant_and_the_queue_converges_at_the_budget() -> None:
+    world = World(defaults=Defaults(refresh_budget=5))
     world.create("holder")
     world.reconcile()
     for i in range(30):
@@ -148,14 +162,66 @@ def test_promotion_costs_constant_writes_and_head_position_is_exact() -> None:
     world.reconcile()
     assert [world.status(f"q{i:02d}")["queuePosition"] for i in range(30)] == list(range(1, 31))
     world.set_spec("holder", state="Completed")
-    plan = decide(world.views(), world.claim_view(), world.now)
-    # holder leaves, q00 promoted, q01 becomes head: three status writes, whatever the queue length.
-    assert len(plan.writes) == 3
+    plan = decide(world.views(), world.claim_view(), world.now, world.defaults)
+    # The promotion: holder leaves, then the claim moves, then q00 shows Active, whatever
+    # the queue's length. Then the new head (part of the promotion) and, head first, as
+    # many stale waiting sessions as the budget allows; the rest a second later.
+    stages = stage_names(plan)
+    assert stages[:3] == [[("StatusWrite", "holder")], [("ClaimChange", None)], [("StatusWrite", "q00")]]
+    assert sorted(stages[3]) == [("StatusWrite", f"q{i:02d}") for i in range(1, 7)]
+    assert plan.refreshes == 5
+    assert plan.next_due == world.now + timedelta(seconds=1)
     world.apply(plan)
     assert world.phase("q00") == "Active"
-    assert world.status("q01")["queuePosition"] == 1
-    assert world.status("q01")["holder"]["name"] == "q00"
-    assert world.status("q02")["queuePosition"] == 3  # lags, by design
+    assert [world.status(f"q{i:02d}")["queuePosition"] for i in range(1, 8)] == [1, 2, 3, 4, 5, 6, 8]
+    assert world.status("q06")["holder"]["name"] == "q00"
+    assert world.status("q07")["holder"]["name"] == "holder"  # not yet: over the budget
+    rounds = 0
+    while True:
+        world.advance(1)
+        plan = decide(world.views(), world.claim_view(), world.now, world.defaults)
+        if plan.empty:
+            break
+        rounds += 1
+        assert plan.refreshes <= 5 and len(plan.writes) == plan.refreshes
+        assert [w.kind for w in plan.writes] == ["other"] * plan.refreshes
+        world.apply(plan)
+    assert rounds == 5  # ceil(23 stale / 5 per decision)
+    assert queue_truth(world) == []
+    assert plan.next_due is not None and plan.next_due > world.now + timedelta(hours=1)  # only retention left
+
+
+def test_a_higher_priority_arrival_moves_everyone_back_within_the_budget() -> None:
+    world = World(defaults=Defaults(refresh_budget=2))
+    world.create("holder")
+    world.reconcile()
+    for i in range(5):
+        world.advance(1)
+        world.create(f"q{i}", onConflict="Queue")
+    world.reconcile()
+    world.create("vip", onConflict="Queue", priority=9)
+    plan = decide(world.views(), world.claim_view(), world.now, world.defaults)
+    # vip is new (exact), q0 was the head (written: no longer 1), two more refreshed.
+    assert sorted(name for _, name in stage_names(plan)[0]) == ["q0", "q1", "q2", "vip"]
+    world.apply(plan)
+    assert [world.status(n)["queuePosition"] for n in ("vip", "q0", "q1", "q2", "q3")] == [1, 2, 3, 4, 4]
+    world.reconcile()
+    assert queue_truth(world) == []
+
+
+def test_a_waiting_session_refreshed_at_once_when_the_budget_allows() -> None:
+    world = World()  # the default budget, 20 a decision
+    world.create("holder")
+    world.reconcile()
+    for i in range(5):
+        world.create(f"q{i}", onConflict="Queue")
+    world.reconcile()
+    world.set_spec("holder", state="Completed")
+    plan = world.reconcile()
+    assert plan.next_due is not None and plan.next_due > world.now + timedelta(hours=1)  # only retention left
+    assert queue_truth(world) == []
+    assert world.status("q4")["queuePosition"] == 4 and world.status("q4")["holder"]["name"] == "q0"
+    assert "waiting at position 4" in world.condition("q4", "Ready")["message"]
 
 
 def test_replace_moves_claim_and_marks_both() -> None:
@@ -643,7 +709,10 @@ action = st.one_of(
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(action, min_size=1, max_size=40))
 def test_never_two_active_and_active_iff_holding(actions) -> None:
-    world = World(defaults=Defaults(archive_after=timedelta(seconds=90), delete_after=timedelta(seconds=60)))
+    # A small refresh budget, so that stale waiting sessions are left over for later decisions.
+    world = World(
+        defaults=Defaults(archive_after=timedelta(seconds=90), delete_after=timedelta(seconds=60), refresh_budget=1)
+    )
     present: set[str] = set()
     for number, step in enumerate(actions):
         kind = step[0]
@@ -672,13 +741,13 @@ def test_never_two_active_and_active_iff_holding(actions) -> None:
         elif kind == "reconcile":
             # One plan cut short after a few writes models a crash between two writes.
             if step[1]:
-                world.reconcile()
+                world.reconcile(rounds=10)
             else:
                 plan = decide(world.views(), world.claim_view(), world.now, world.defaults)
                 world.apply(plan, crash_after=step[2])
         present = {b["metadata"]["name"] for b in world.bodies.values()}
     try:
-        world.reconcile(rounds=8)
+        world.reconcile(rounds=10)
     except InvariantViolation:
         raise
     # Converged: Active exactly when holding the claim.
@@ -692,7 +761,9 @@ def test_never_two_active_and_active_iff_holding(actions) -> None:
     queued = [v for v in world.views() if v.phase == Phase.QUEUED and not v.deleting]
     if queued:
         assert active, "a queue with nobody holding the target"
-    # Every activation request of a session that asks for the target was acted on.
+    # Waiting sessions name the true holder and position (queue truth), and every
+    # activation request of a session that asks for the target was acted on.
+    assert queue_truth(world) == []
     for view in world.views():
         if not view.deleting and view.spec is not None and view.decided:
             assert view.activation is None, f"{view.name}: request {view.activation} not acted on"

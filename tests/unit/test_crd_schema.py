@@ -624,6 +624,9 @@ def test_activate_request_is_a_one_shot_token_described_where_kubectl_explain_sh
     for words in ("whatever spec.onConflict says", "kubectl session", "as if", "Replace",
                   "status.activateRequest", "consumed", "leaves the queue"):
         assert words in spec["description"], words
+    # How fast waiting sessions learn the truth is documented where it is shown.
+    for name in ("holder", "queuePosition"):
+        assert "--queue-refresh-rate" in status_props()[name]["description"], name
 
 
 # --------------------------------------------------------------------------- whole objects
