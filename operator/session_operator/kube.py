@@ -35,6 +35,8 @@ __all__ = ["ApiError", "Conflict", "Kube", "NotFound"]
 log = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
+USER_AGENT = f"session-operator/{__version__}"
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 # Bounded so that a hung connection never stalls a reconcile worker for long.
 REQUEST_TIMEOUT = 30.0
 _REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
@@ -58,6 +60,26 @@ def _error_from(status: int, reason: str, body: str | bytes | None) -> ApiError:
     return ApiError(status, reason, message)
 
 
+def _context_namespace(loader: Any) -> str:
+    """The namespace of the kubeconfig context in use ("default" when it names none)."""
+
+    def plain(node: Any) -> Any:  # the loader hands out dicts, or ConfigNodes around them
+        return getattr(node, "value", node)
+
+    context = plain(getattr(loader, "current_context", None))
+    inner = plain(context.get("context")) if isinstance(context, Mapping) else None
+    namespace = inner.get("namespace") if isinstance(inner, Mapping) else None
+    return namespace if isinstance(namespace, str) and namespace else "default"
+
+
+def _service_account_namespace() -> str:
+    try:
+        with open(SERVICE_ACCOUNT_NAMESPACE, encoding="utf-8") as f:
+            return f.read().strip() or "default"
+    except OSError:
+        return "default"
+
+
 class Kube:
     """An authenticated connection to one API server.
 
@@ -69,40 +91,61 @@ class Kube:
     for the API server is resolved once, at connection time, instead.
     """
 
-    def __init__(self, api_client: k8s_client.ApiClient, proxy: str | None = None) -> None:
+    def __init__(
+        self,
+        api_client: k8s_client.ApiClient,
+        proxy: str | None = None,
+        *,
+        namespace: str = "default",
+        user_agent: str = USER_AGENT,
+    ) -> None:
         self._api = api_client
         configuration = api_client.configuration
         self._host = str(configuration.host or "").rstrip("/")
         self._proxy = configuration.proxy or proxy
         self._server_hostname = getattr(configuration, "tls_server_name", None) or None
-        self._user_agent = f"session-operator/{__version__}"  # what audit logs show
+        self._user_agent = user_agent  # what audit logs show
+        # The namespace of the kubeconfig context (or of the in-cluster service account):
+        # what kubectl uses when no -n is given.
+        self.namespace = namespace
         pool = api_client.rest_client.pool_manager
         self._session = aiohttp.ClientSession(
             connector=pool.connector, connector_owner=False, trust_env=False, read_bufsize=2**21
         )
 
     @classmethod
-    async def connect(cls, kubeconfig: str | None = None) -> Kube:
-        """Standard rules: an explicit file, else $KUBECONFIG / ~/.kube/config, else in-cluster."""
+    async def connect(
+        cls, kubeconfig: str | None = None, context: str | None = None, *, user_agent: str = USER_AGENT
+    ) -> Kube:
+        """Standard rules: an explicit file, else $KUBECONFIG / ~/.kube/config, else in-cluster.
+
+        ``context`` picks a kubeconfig context other than the current one (as kubectl's
+        ``--context``); then there is no in-cluster fallback.
+        """
         configuration = k8s_client.Configuration()
-        if kubeconfig:
-            await k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        if kubeconfig or context:
+            loader = await k8s_config.load_kube_config(
+                config_file=kubeconfig, context=context, client_configuration=configuration
+            )
+            namespace = _context_namespace(loader)
         else:
             try:
-                await k8s_config.load_kube_config(client_configuration=configuration)
+                loader = await k8s_config.load_kube_config(client_configuration=configuration)
+                namespace = _context_namespace(loader)
             except (k8s_config.ConfigException, FileNotFoundError, TypeError):
                 k8s_config.load_incluster_config(client_configuration=configuration)
+                namespace = _service_account_namespace()
         # Each pooled TLS connection keeps a 128 KiB read buffer; 32 in flight keep a
         # burst near the API server's own speed (the library's default is 100).
         configuration.connection_pool_maxsize = CONNECTIONS
         api_client = k8s_client.ApiClient(configuration)
-        api_client.user_agent = f"session-operator/{__version__}"
+        api_client.user_agent = user_agent
         proxy = None
         if not configuration.proxy:
             with contextlib.suppress(LookupError):
                 env_proxy, _ = get_env_proxy_for_url(URL(str(configuration.host)))
                 proxy = str(env_proxy)
-        return cls(api_client, proxy)
+        return cls(api_client, proxy, namespace=namespace, user_agent=user_agent)
 
     async def close(self) -> None:
         await self._session.close()
