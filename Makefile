@@ -60,7 +60,8 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint Containerfile
 
-## bench: issue 7's scale figures (start-up, bursts, queue, isolated, requests per decision),
+## bench: issue 7's scale figures (start-up, bursts, queue, isolated, requests per decision) and
+## queue truth (writes and time until 1,000 waiting sessions show a new holder),
 ## each beside a floor measured in the same run; against the emulator, or the cluster named by
 ## SESSION_OPERATOR_TEST_KUBECONFIG. `make bench BENCH_ARGS=--quick` (or ARGS=...) for a smoke run;
 ## `python -m bench --help` lists the cases and flags.

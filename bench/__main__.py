@@ -47,6 +47,11 @@ isolated      create → Active seen, one at a time (200 after 20 warm-up): p50,
 requests      API requests per decision made by the operator's user agent, as the
               emulator counts them (emulator only): new, Reject, Queue, promotion,
               Replace, activity, idle abandonment.
+queue-truth   1,000 sessions wait on one target; the holder changes 100 times (complete
+              the holder, the head is promoted, repeat). The operator's status writes
+              (emulator only) until every waiting session shows the true holder and
+              position, against the least exact statuses need; the time from the last
+              change until then, against the documented bound ceil(stale / rate).
 watch-safety  no run of its own: the watches of all cases above check that no target
               ever shows two Active sessions at once; the row sums what they saw.
               Alone, it runs burst-1000 and queue-1000.
@@ -74,8 +79,9 @@ from .cluster import RealCluster, real_kubeconfig  # noqa: E402
 from .report import Row, machine, table, write  # noqa: E402
 from .run import Run, Sizes  # noqa: E402
 
-CASES = ["startup", "burst-1000", "burst-5000", "queue-1000", "isolated", "requests", "watch-safety", "decide"]
-WATCHED = {"startup", "burst-1000", "burst-5000", "queue-1000", "isolated", "requests"}
+CASES = ["startup", "burst-1000", "burst-5000", "queue-1000", "isolated", "requests", "queue-truth", "watch-safety",
+         "decide"]
+WATCHED = {"startup", "burst-1000", "burst-5000", "queue-1000", "isolated", "requests", "queue-truth"}
 EMULATOR_ONLY_ABOVE = 10_000
 
 
@@ -103,7 +109,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def run_case(run: Run, case: str) -> None:
-    from . import apicalls, bursts, startup
+    from . import apicalls, bursts, queuetruth, startup
     from .decide import decide_case
 
     sizes = run.sizes
@@ -122,6 +128,8 @@ async def run_case(run: Run, case: str) -> None:
         await bursts.isolated(run)
     elif case == "requests":
         await apicalls.requests_case(run)
+    elif case == "queue-truth":
+        await queuetruth.queue_truth(run, sizes.queue_truth_waiting, sizes.queue_truth_changes)
     elif case == "decide":
         result, rows = decide_case(sizes.decide)
         run.results["decide"] = result

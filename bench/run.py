@@ -27,6 +27,8 @@ class Sizes:
     isolated_samples: int
     requests_reps: int
     decide: int
+    queue_truth_waiting: int = 1000
+    queue_truth_changes: int = 100
     concurrency: int = 20
 
     @classmethod
@@ -37,7 +39,8 @@ class Sizes:
     @classmethod
     def quick(cls) -> Sizes:
         return cls(startup=[400], burst_small=100, burst_large=300, queue=100, isolated_warmup=5,
-                   isolated_samples=30, requests_reps=10, decide=1000)
+                   isolated_samples=30, requests_reps=10, decide=1000, queue_truth_waiting=200,
+                   queue_truth_changes=20)
 
 
 @dataclass

@@ -103,7 +103,7 @@ class Settings(BaseSettings):
         le=10000,
         description="Status writes per second per target that bring waiting sessions' holder and queue position "
         "up to date after the queue changes (head first; the head itself is written at once). Every waiting "
-        "session shows the truth within ceil(waiting / rate) seconds of the last change.",
+        "session shows the truth within about ceil(waiting / rate) seconds of the last change.",
     )
     delete_batch_size: int = Field(
         default=50,
