@@ -55,7 +55,7 @@ integration: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS) tests/integration
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check operator emulator demo tests
+	$(VENV)/bin/ruff check operator emulator demo bench tests
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint Containerfile

@@ -20,11 +20,10 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-
-import yaml
 from typing import Any
 
 import aiohttp
+import yaml
 
 from support.apiserver import TRANSITION_RULES_SINCE, without_transition_rules
 from support.kubeclient import KubeClient
