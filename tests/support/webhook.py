@@ -158,9 +158,8 @@ class WebhookServer:
         if isinstance(response, web.Response):
             return response
         response = {"uid": (review.get("request") or {}).get("uid", ""), **response}
-        return web.json_response(
-            {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
-        )
+        version = review.get("apiVersion") or "admission.k8s.io/v1"  # v1, or v1beta1 if that was asked for
+        return web.json_response({"apiVersion": version, "kind": "AdmissionReview", "response": response})
 
     # ------------------------------------------------------------------ configuration objects
 
