@@ -250,6 +250,21 @@ async def reviews(run: Run) -> None:
     )
 
 
+async def review_versions(run: Run) -> None:
+    """admissionReviewVersions: the first version the server knows is the one sent."""
+    await run.register(
+        "versions",
+        [run.webhook("beta.webhooks.example.test", "/beta", GUARDED, admissionReviewVersions=["v1beta1", "v1"])],
+    )
+    await run.call(
+        "webhook-review-v1beta1",
+        "admissionReviewVersions [v1beta1, v1]: an admission.k8s.io/v1beta1 AdmissionReview, same fields",
+        "POST",
+        run.widgets,
+        widget("w1"),
+    )
+
+
 async def denials(run: Run) -> None:
     """allowed: false, with and without a status."""
     await run.register(
@@ -506,6 +521,7 @@ async def failures(run: Run) -> None:
 SCENARIOS: dict[str, Callable[[Run], Awaitable[None]]] = {
     "configuration": configuration,
     "reviews": reviews,
+    "review-versions": review_versions,
     "denials": denials,
     "warnings": warnings,
     "matching": matching,
