@@ -15,6 +15,7 @@ In recorded exchanges, the webhook server's port and its CA are written as ``<po
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -91,6 +92,19 @@ class Run:
         }
         self.exchanges.append(exchange)
         return exchange
+
+    async def cache_has_seen(self, exchange: Exchange, collection: str) -> None:
+        """Wait until the API server's watch cache holds the object ``exchange`` wrote. A real
+        kube-apiserver starts an update or delete from that cache: from a stale object it calls
+        the webhooks, fails its optimistic write, and calls them again with the current one."""
+        written = int(exchange["response"]["body"]["metadata"]["resourceVersion"])
+        for _ in range(200):
+            status, listing = await self.kube.request("GET", collection, params={"resourceVersion": "0"})
+            assert status == 200, listing
+            if int(listing["metadata"]["resourceVersion"]) >= written:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"the watch cache did not reach resourceVersion {written}")
 
     async def register(self, name: str, webhooks: list[dict[str, Any]], note: str | None = None) -> Exchange | None:
         """Create a configuration (recorded as an exchange if ``note`` is given) and wait until
@@ -201,7 +215,7 @@ async def reviews(run: Run) -> None:
         }
     ]
     await run.register("reviews", [run.webhook("audit.webhooks.example.test", "/audit", rules)])
-    await run.call(
+    created = await run.call(
         "webhook-review-create",
         "CREATE: the object after defaulting, with uid and creationTimestamp but no resourceVersion; "
         "oldObject null; CreateOptions",
@@ -224,7 +238,8 @@ async def reviews(run: Run) -> None:
         widget("w2", "audit"),
         params={"dryRun": "All", "fieldManager": "contract"},
     )
-    await run.call(
+    await run.cache_has_seen(created, run.widgets)
+    updated = await run.call(
         "webhook-review-update",
         "a merge patch is an UPDATE: object and oldObject (same resourceVersion), UpdateOptions",
         "PATCH",
@@ -233,7 +248,8 @@ async def reviews(run: Run) -> None:
         params={"fieldManager": "contract"},
         content_type=MERGE,
     )
-    await run.call(
+    await run.cache_has_seen(updated, run.widgets)
+    status_updated = await run.call(
         "webhook-review-update-status",
         "the status subresource: subResource and requestSubResource are status",
         "PATCH",
@@ -241,6 +257,7 @@ async def reviews(run: Run) -> None:
         {"status": {"phase": "Ready"}},
         content_type=MERGE,
     )
+    await run.cache_has_seen(status_updated, run.widgets)
     await run.call(
         "webhook-review-delete",
         "DELETE: object null, oldObject the stored object, the request's DeleteOptions",
