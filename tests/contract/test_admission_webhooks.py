@@ -22,7 +22,7 @@ from test_apiserver_contract import RECORDED_ON, TX, WIDGET_CRD, normalize, watc
 from webhook_scenarios import GUARDED, SCENARIOS, placeholders, run_scenario, scrub, widget
 
 from support.kubeclient import KubeClient
-from support.webhook import VWC_PATH, WebhookServer, allow, deny, register, unregister
+from support.webhook_server import VWC_PATH, WebhookServer, allow, deny, register, unregister
 
 
 def comparable(value: Any, namespace: str) -> Any:

@@ -27,7 +27,7 @@ from aiohttp import web
 
 from kube_emulator.tls import make_certs
 from support.kubeclient import KubeClient
-from support.webhook import VWC_PATH, WebhookServer, allow, await_calls, deny, free_port
+from support.webhook_server import VWC_PATH, WebhookServer, allow, await_calls, deny, free_port
 
 MERGE = "application/merge-patch+json"
 WIDGETS = "/apis/example.test/v1/namespaces/{ns}/widgets"
