@@ -3,7 +3,7 @@ answers (``record_webhooks.py``) and to hold a server under test to them
 (``test_admission_webhooks.py``).
 
 Each scenario registers a ValidatingWebhookConfiguration whose webhooks are served by a
-:class:`~support.webhook.WebhookServer` on loopback, makes API requests, and returns one
+:class:`~support.webhook_server.WebhookServer` on loopback, makes API requests, and returns one
 exchange per request: the request, the answer (status, ``Warning`` headers, body) and the
 calls the webhook server received meanwhile (path with query, AdmissionReview). Every
 webhook is limited to the scenario's namespace (``namespaceSelector``), so configurations
