@@ -22,6 +22,7 @@ import importlib
 import logging
 import os
 import signal
+import ssl
 import sys
 from collections.abc import Mapping, Sequence
 from importlib import metadata
@@ -263,6 +264,10 @@ async def run(settings: Settings, kubeconfig: str | None = None) -> int:
 async def _run_connected(
     settings: Settings, kube: Kube, readiness: probes.Readiness, stop: asyncio.Event, runtime: Runtime
 ) -> int:
+    problem = webhook_tls_problem(settings)
+    if problem:
+        log.error("Could not serve the admission webhook: %s", problem)
+        return EXIT_FAILURE
     metrics = Metrics()
     try:
         servers = await probes.start(settings, readiness, metrics)
@@ -295,6 +300,20 @@ async def _run_connected(
         readiness.shutting_down = True
         await servers.stop()
         log.info("Stopped")
+
+
+def webhook_tls_problem(settings: Settings) -> str | None:
+    """Why the webhook's certificate and key cannot be served, or None (also when there is
+    no webhook). Checked before anything starts, so that a wrong mount fails at once, with
+    the file named, rather than inside kopf's thread."""
+    if not settings.webhook_port:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(settings.webhook_cert_file, settings.webhook_key_file)
+    except (OSError, ssl.SSLError) as e:
+        return f"certificate {settings.webhook_cert_file} with key {settings.webhook_key_file}: {e}"
+    return None
 
 
 def _version_text() -> str:

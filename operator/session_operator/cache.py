@@ -185,9 +185,11 @@ class ClusterView:
 
     def session_event(self, kind: str, body: Mapping[str, Any]) -> set[TargetKey]:
         """A watch event (ADDED, MODIFIED, DELETED) about a session."""
+        uid = (body.get("metadata") or {}).get("uid") or ""
         if kind == "DELETED":
-            uid = (body.get("metadata") or {}).get("uid") or ""
             return self._remove(uid, tombstone=True)
+        if uid in self._gone:
+            return set()  # an event from before its deletion, which we saw first (a 404)
         return self._put(self._view(body))
 
     def session_written(self, body: Mapping[str, Any]) -> SessionView:

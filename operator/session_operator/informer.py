@@ -64,6 +64,7 @@ class Informer:
         page_size: int = PAGE_SIZE,
         watch_timeout: int = 300,
         max_backoff: float = 30.0,
+        listed: Callable[[], None] | None = None,
     ) -> None:
         self._api = api
         self.what = what if namespace is None else f"{what} in {namespace}"
@@ -75,8 +76,9 @@ class Informer:
         self._page_size = page_size
         self._watch_timeout = watch_timeout
         self._max_backoff = max_backoff
+        self._listed = listed  # told of every full listing (the first, and one per 410)
         self.synced = asyncio.Event()
-        self.lists = 0  # full listings made (1 + one per 410)
+        self.lists = 0
 
     def _query(self, **extra: str) -> dict[str, str]:
         query = dict(extra)
@@ -119,6 +121,8 @@ class Informer:
                 rv = str(metadata.get("resourceVersion") or "")
                 break
         self.lists += 1
+        if self._listed is not None:
+            self._listed()
         touched = listing.finish(rv)
         if touched:
             self._changed(touched)

@@ -98,12 +98,13 @@ class Reconciler:
 
     async def _claim(self, key: TargetKey) -> Claim | None:
         if key in self._stale_claims:
-            self._stale_claims.discard(key)
             previous = self._cache.claim(key)
             try:
                 fresh: Claim | None = Claim.from_body(await self._api.get_lease(key[0], claim_name(key[1])))
             except NotFound:
                 fresh = None
+            # (Only once read: a failed read leaves it marked, to be read on the retry.)
+            self._stale_claims.discard(key)
             self._cache.claim_written(key, fresh, previous)
         return self._cache.claim(key)
 

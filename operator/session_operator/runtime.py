@@ -5,7 +5,8 @@
         └── changed keys ──> work queue (reconciles, retries, deadlines)
 
 * The informers and kopf run for the whole process, on every replica, so a standby's
-  cache is warm and it decides at once when it takes over.
+  cache is warm and it decides at once when it takes over. Every replica also answers
+  the admission webhook (through kopf) from that cache: ``admit``.
 * The work queue, its workers and the event poster run only while this replica leads
   (always, without leader election), and only once the cache is filled. The first thing
   a new leader does is reconcile every target it knows: a full resync, so nothing that
@@ -18,9 +19,11 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
-from . import kopf_adapter, leader
+from . import admission, kopf_adapter, leader, logs
 from .arbiter import Defaults
 from .cache import ClusterView, TargetKey
 from .events import EventPoster
@@ -49,6 +52,7 @@ class Operator:
         self._metrics = metrics
         self._readiness = readiness
         self._leading = False
+        self._synced = False  # the cache is filled from a full listing of every scope
         self.cache = ClusterView()
         self.events = EventPoster(kube, settings.identity or f"{socket.gethostname()}_{os.getpid()}", metrics)
         self.reconciler = Reconciler(
@@ -73,11 +77,12 @@ class Operator:
             informers.append(Informer(
                 self._kube, what="sessions", namespace=namespace, sink=self.cache.session_sink,
                 path=f"/apis/{GROUP}/{VERSION}{where}/{PLURAL}", changed=self._changed,
+                listed=self._metrics.watch_lists.labels(resource="sessions").inc,
             ))
             informers.append(Informer(
                 self._kube, what="claims", namespace=namespace, sink=self.cache.claim_sink,
                 path=f"/apis/coordination.k8s.io/v1{where}/leases", label_selector=CLAIM_SELECTOR,
-                changed=self._changed,
+                changed=self._changed, listed=self._metrics.watch_lists.labels(resource="claims").inc,
             ))
         return informers
 
@@ -89,7 +94,16 @@ class Operator:
     async def run(self, stop: asyncio.Event, elector: leader.LeaderElector | None = None) -> None:
         """Watch until ``stop``; reconcile while leading. Raises ``leader.LeadershipLost``
         when leadership is lost, and ``OperatorStopped`` if a part ends by itself."""
-        kopf = kopf_adapter.KopfThread(self._kube.credentials, self._settings.namespaces)
+        settings = self._settings
+        webhook = None
+        if settings.webhook_port:
+            webhook = kopf_adapter.Webhook(
+                port=settings.webhook_port,
+                cert_file=settings.webhook_cert_file,
+                key_file=settings.webhook_key_file,
+                bind_address=settings.webhook_bind_address,
+            )
+        kopf = kopf_adapter.KopfThread(self._kube.credentials, settings.namespaces, webhook=webhook, admit=self.admit)
         background = {
             asyncio.create_task(informer.run(), name=f"informer {informer.what}") for informer in self.informers
         }
@@ -123,13 +137,34 @@ class Operator:
 
     async def _mark_synced(self) -> None:
         await asyncio.gather(*(informer.synced.wait() for informer in self.informers))
-        for informer in self.informers:
-            self._metrics.watch_lists.labels(resource=informer.what.split()[0]).inc(informer.lists)
+        self._synced = True
         self._readiness.synced = True
         log.info(
             "Filled the cache: %d sessions and %d claims in %s",
             len(self.cache), self.cache.claim_count, ", ".join(self._settings.namespaces) or "all namespaces",
         )
+
+    async def admit(self, body: Mapping[str, Any]) -> admission.Admission:
+        """The admission webhook's answer to the CREATE of ``body``, from this replica's
+        cache (leader or standby alike). Runs on the operator's loop, where the cache lives;
+        it awaits nothing, so it sees one consistent state of the cache."""
+        metadata = body.get("metadata") or {}
+        namespace = str(metadata.get("namespace") or "")
+        if self._settings.namespaces and namespace not in self._settings.namespaces:
+            return admission.ALLOW  # not watched: the operator decides nothing there
+        if not self._synced:
+            return admission.unchecked("this replica's view of sessions is not filled yet")
+        spec = body.get("spec")
+        target = spec.get("target") if isinstance(spec, Mapping) else None
+        key = (namespace, target if isinstance(target, str) else "")
+        answer = admission.review_create(body, self.cache.sessions(key), self.cache.claim(key), datetime.now(UTC))
+        if not answer.allowed:
+            name = str(metadata.get("name") or "")
+            log.info(
+                "Denied the creation of session %s/%s at admission: %s", namespace, name, answer.message,
+                extra=logs.context(namespace=namespace, name=name, target=key[1]),
+            )
+        return answer
 
     async def _lead(self, stop: asyncio.Event) -> None:
         """Reconcile until ``stop``: the work of the leader."""

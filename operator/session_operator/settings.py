@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .model import InvalidSpecError, parse_duration
@@ -56,6 +56,25 @@ class Settings(BaseSettings):
         default=8081, ge=0, le=65535, description="Port of /healthz and /readyz (0: pick one)."
     )
     bind_address: str = Field(default="0.0.0.0", description="Address the metrics and health servers bind.")
+    webhook_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of the validating admission webhook (HTTPS, path /validate-session), served by every "
+        "replica; 0: no webhook.",
+    )
+    webhook_bind_address: str = Field(default="0.0.0.0", description="Address the admission webhook binds.")
+    webhook_cert_file: str = Field(
+        default="",
+        validate_default=True,
+        description="PEM certificate (with its chain) the webhook serves; required with a webhook port. "
+        "Read again when it changes on disk (a renewed certificate).",
+    )
+    webhook_key_file: str = Field(
+        default="",
+        validate_default=True,
+        description="PEM private key of the webhook certificate; required with a webhook port.",
+    )
     log_format: Literal["text", "json"] = Field(default="text", description="Log format: text or json.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Log level."
@@ -91,6 +110,13 @@ class Settings(BaseSettings):
     def _split_namespaces(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("webhook_cert_file", "webhook_key_file")
+    @classmethod
+    def _webhook_needs_tls(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("webhook_port") and not value:
+            raise ValueError("required when the webhook port is set (the API server calls webhooks over HTTPS only)")
         return value
 
     @field_validator("default_archive_after")

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from session_operator import metrics
-from support.chart import CHART_DIR, MODES, NAMESPACE, of_kind, only, render
+from support.chart import CHART_DIR, MODES, NAMESPACE, of_component, only, render
 from support.exported_metrics import EXPORTED, families_in, series_names
 
 ON = MODES["monitoring"]
@@ -118,14 +118,14 @@ def test_names_outside_the_list_are_caught() -> None:
 
 def test_metrics_service_lists_every_replica() -> None:
     docs = render()
-    service = only(docs, "Service")
+    (service,) = of_component(docs, "Service", "metrics")
     deployment = only(docs, "Deployment")
     pod = deployment["spec"]["template"]
     assert service["spec"]["publishNotReadyAddresses"] is True  # standbys are not Ready
     assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
     (port,) = service["spec"]["ports"]
     assert port["targetPort"] in {p["name"] for p in pod["spec"]["containers"][0]["ports"]}
-    assert of_kind(render({"monitoring": {"service": {"enabled": False}}}), "Service") == []
+    assert of_component(render({"monitoring": {"service": {"enabled": False}}}), "Service", "metrics") == []
 
 
 # The Prometheus Operator CRDs are not in kubernetes-validate; these are the parts of
@@ -217,7 +217,7 @@ def test_service_monitor_scrapes_the_metrics_service() -> None:
     docs = render(ON)
     monitor = only(docs, "ServiceMonitor")
     jsonschema.validate(monitor, SERVICE_MONITOR)
-    service = only(docs, "Service")
+    (service,) = of_component(docs, "Service", "metrics")
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
     (endpoint,) = monitor["spec"]["endpoints"]

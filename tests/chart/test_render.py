@@ -20,9 +20,9 @@ from session_operator.__main__ import build_parser, load_settings
 from support import chart
 from support.chart import CHART_DIR, MODES, NAMESPACE, RELEASE, of_kind, only, render
 
-# Kinds of the Prometheus Operator (their own CRDs): kubernetes-validate has no schema
-# for them; test_monitoring.py checks their shape.
-CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
+# Kinds of the Prometheus Operator and of cert-manager (their own CRDs): kubernetes-validate
+# has no schema for them; test_monitoring.py and test_chart_webhook.py check their shape.
+CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule", "Issuer", "Certificate"}
 
 
 def claimed_versions() -> list[str]:
@@ -95,18 +95,24 @@ def test_kinds_per_mode() -> None:
     def kinds(values: dict[str, Any]) -> list[str]:
         return sorted(doc["kind"] for doc in render(values))
 
+    webhook = ["Service", "Secret", "ValidatingWebhookConfiguration"]
     assert kinds(MODES["default"]) == sorted(
-        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "PodDisruptionBudget"]
+        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "PodDisruptionBudget",
+         *webhook]
     )
     assert kinds(MODES["namespaced"]) == sorted(
-        ["ServiceAccount", "Deployment", "Service", "PodDisruptionBudget"] + ["Role", "RoleBinding"] * 3
+        ["ServiceAccount", "Deployment", "Service", "PodDisruptionBudget"] + ["Role", "RoleBinding"] * 3 + webhook
+    )
+    assert kinds(MODES["cert-manager"]) == sorted(
+        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "PodDisruptionBudget",
+         "Service", "Issuer", "Certificate", "ValidatingWebhookConfiguration"]
     )
     assert set(kinds(MODES["monitoring"])) >= {"ServiceMonitor", "PrometheusRule", "ConfigMap"}
 
 
 def test_namespaced_objects_are_in_the_release_namespace() -> None:
     for doc in render(MODES["monitoring"], release="ops", namespace="platform"):
-        if doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+        if doc["kind"] in ("ClusterRole", "ClusterRoleBinding", "ValidatingWebhookConfiguration"):
             assert "namespace" not in doc["metadata"]
         else:
             assert doc["metadata"]["namespace"] == "platform", doc["kind"]
@@ -139,7 +145,7 @@ def test_probes_match_what_the_operator_means() -> None:
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
     assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"metrics": 8080, "health": 8081}
+    assert ports == {"metrics": 8080, "health": 8081, "webhook": 9443}
 
 
 def test_restricted_pod_security() -> None:
@@ -240,6 +246,7 @@ def test_without_leader_election() -> None:
         ({"operator": {"leaderElection": {"enabled": False}}}, "needs replicaCount: 1"),
         ({"operator": {"leaderElection": {"renewDeadline": 20}}}, "renewDeadline must be shorter"),
         ({"operator": {"metricsPort": 9000, "healthPort": 9000}}, "must differ"),
+        ({"webhook": {"port": 8081}}, "webhook.port must differ"),
         ({"serviceAccount": {"create": False}}, "serviceAccount.name is required"),
         ({"monitoring": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}}, "needs monitoring"),
     ],

@@ -170,6 +170,11 @@ def test_wrong_types_are_refused(leaf: tuple[tuple[str, ...], dict[str, Any]]) -
         {"monitoring": {"serviceMonitor": {"interval": "30 seconds"}}},
         {"monitoring": {"prometheusRule": {"alerts": {"noLeader": {"for": "five minutes"}}}}},
         {"imagePullSecrets": [{"nam": "x"}]},
+        {"webhook": {"timeoutSeconds": 31}},
+        {"webhook": {"timeoutSeconds": 0}},
+        {"webhook": {"port": 0}},
+        {"webhook": {"certificateValidityDays": 0}},
+        {"webhook": {"certManager": {"issuerRef": {"kind": "Vault"}}}},
     ],
     ids=lambda v: json.dumps(v, separators=(",", ":")),
 )
@@ -183,5 +188,7 @@ def test_good_variants_pass() -> None:
         {"podDisruptionBudget": {"minAvailable": "0%"}},
         {"resources": {"limits": {"cpu": 2, "memory": "1Gi"}, "requests": {"cpu": "250m"}}},
         {"image": {"digest": "sha256:" + "0" * 64}},
+        {"webhook": {"certManager": {"enabled": True, "issuerRef": {"name": "ca", "kind": "ClusterIssuer"}}}},
+        {"webhook": {"enabled": False, "timeoutSeconds": 30}},
     ):
         assert refused(copy.deepcopy(values)) is None, values

@@ -125,17 +125,50 @@ async def phase_of(kube: KubeClient, namespace: str, name: str) -> str | None:
 
 
 async def test_a_first_session(installed: list[dict[str, Any]], kube: KubeClient) -> None:
-    for name in ("first", "second"):
-        path = f"{SESSIONS}/namespaces/{WATCHED}/sessions"
-        status, body = await kube.request("POST", path, json=session(name, "e2e/one"))
-        assert status == 201, (status, body)
+    path = f"{SESSIONS}/namespaces/{WATCHED}/sessions"
+    status, body = await kube.request("POST", path, json=session("first", "e2e/one"))
+    assert status == 201, (status, body)
 
-        async def decided(name: str = name) -> str | None:
-            return await phase_of(kube, WATCHED, name)
+    async def decided() -> str | None:
+        return await phase_of(kube, WATCHED, "first")
 
-        await eventually(decided, timeout=120)
+    await eventually(decided, timeout=120)
     assert await phase_of(kube, WATCHED, "first") == "Active"
-    assert await phase_of(kube, WATCHED, "second") == "Rejected"
+    # The webhook (on by default) refuses the second at once; were it not answering yet,
+    # the create would pass (failurePolicy Ignore) and the operator would reject it.
+    status, body = await kube.request("POST", path, json=session("second", "e2e/one"))
+    if status == 201:
+
+        async def rejected() -> bool:
+            return await phase_of(kube, WATCHED, "second") == "Rejected"
+
+        await eventually(rejected, timeout=120)
+    else:
+        assert status == 409, (status, body)
+        assert 'held by session "first"' in body["message"]
+
+
+async def test_the_webhook_answers_through_its_service(installed: list[dict[str, Any]], kube: KubeClient) -> None:
+    """The chart's Service, certificate and caBundle work: the API server reaches a replica
+    and trusts it. A duration too large is refused only by the webhook (the schema lets it
+    through), so a 422 with the webhook's prefix is its answer."""
+    path = f"{SESSIONS}/namespaces/{WATCHED}/sessions"
+    invalid = session("forever", "e2e/forever")
+    invalid["spec"]["maxDuration"] = "3000000h"
+
+    async def refused() -> dict[str, Any] | None:
+        status, body = await kube.request("POST", path, json=invalid, params={"dryRun": "All"})
+        return body if status == 422 else None
+
+    body = await eventually(refused, timeout=120)
+    assert body["message"].startswith(
+        'admission webhook "sessions.session-operator.io" denied the request: spec.maxDuration: '
+    )
+    # Outside the watched namespaces the webhook is not called: the operator decides nothing there.
+    status, _ = await kube.request(
+        "POST", f"{SESSIONS}/namespaces/{UNWATCHED}/sessions", json=invalid, params={"dryRun": "All"}
+    )
+    assert status == 201
 
 
 async def test_namespaces_outside_the_list_are_left_alone(installed: list[dict[str, Any]], kube: KubeClient) -> None:
@@ -171,3 +204,25 @@ async def test_the_api_server_enforces_the_rendered_grants(installed: list[dict[
     assert not await allowed("", "namespaces", "list", CLUSTER)
     assert not await allowed("session-operator.io", "sessions", "list", UNWATCHED)
     assert not await allowed("coordination.k8s.io", "leases", "get", RELEASE_NS, "someone-else")
+
+
+async def test_an_upgrade_keeps_the_charts_certificate(installed: list[dict[str, Any]], kube: KubeClient) -> None:
+    """The chart looks its webhook Secret up and keeps it: an upgrade changes neither the
+    certificate the pods serve nor the CA the API server trusts."""
+    secret_path = f"/api/v1/namespaces/{RELEASE_NS}/secrets/{RELEASE}-webhook-tls"
+    config_path = f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{RELEASE}"
+
+    async def current() -> tuple[dict[str, Any], str]:
+        status, secret = await kube.request("GET", secret_path)
+        assert status == 200, (status, secret)
+        status, configuration = await kube.request("GET", config_path)
+        assert status == 200, (status, configuration)
+        return secret["data"], configuration["webhooks"][0]["clientConfig"]["caBundle"]
+
+    before, ca_before = await current()
+    assert ca_before == before["ca.crt"]
+    with helm.Config(kubeconfig_path=KUBECONFIG, namespace=RELEASE_NS) as config:
+        config.upgrade(CHART_DIR, RELEASE, values(), timeout=300)
+    after, ca_after = await current()
+    assert after == before
+    assert ca_after == ca_before

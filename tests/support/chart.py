@@ -30,6 +30,7 @@ MODES: dict[str, dict[str, Any]] = {
     "default": {},
     "cluster-wide": {"watchNamespaces": [], "rbac": {"create": True}, "replicaCount": 3},
     "namespaced": {"watchNamespaces": ["team-a", "team-b"]},
+    "cert-manager": {"webhook": {"certManager": {"enabled": True}}},
     "monitoring": {
         "monitoring": {
             "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
@@ -89,6 +90,15 @@ def only(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     found = of_kind(docs, kind)
     assert len(found) == 1, f"expected one {kind}, got {len(found)}"
     return found[0]
+
+
+def of_component(docs: list[dict[str, Any]], kind: str, component: str) -> list[dict[str, Any]]:
+    """Objects of ``kind`` labelled ``app.kubernetes.io/component: component`` (the metrics
+    Service and the webhook Service are both Services)."""
+    return [
+        doc for doc in of_kind(docs, kind)
+        if (doc["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == component
+    ]
 
 
 def container_user_id() -> int:

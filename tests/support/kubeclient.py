@@ -15,6 +15,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import secrets
 import ssl
 import tempfile
@@ -160,6 +161,23 @@ class KubeClient:
         except ValueError:
             return Reply(response.status, {"raw": raw.decode(errors="replace")}, response.headers)
 
+    async def request_with_warnings(
+        self, method: str, path: str, *, json: Any = None, params: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, Any], list[str]]:
+        """Like :meth:`request`, with the texts of the answer's ``Warning`` headers (RFC 7234
+        ``299 - "text"``, as the API server sends admission warnings and kubectl prints them)."""
+        async with self.session.request(
+            method,
+            self.url(path),
+            data=_dumps(json) if json is not None else None,
+            params=params,
+            headers={"Content-Type": "application/json"} if json is not None else {},
+            timeout=aiohttp.ClientTimeout(total=60),
+        ) as response:
+            raw = await response.read()
+            warnings = [_warning_text(value) for value in response.headers.getall("Warning", [])]
+        return response.status, (_loads(raw) if raw else {}), warnings
+
     async def watch(self, path: str, params: dict[str, str] | None = None) -> AsyncIterator[dict[str, Any]]:
         """Stream watch events (dicts with ``type`` and ``object``) until the server ends the stream.
 
@@ -268,6 +286,14 @@ class KubeClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _warning_text(header: str) -> str:
+    """``299 - "will queue behind \\"alice-1\\""`` -> ``will queue behind "alice-1"``."""
+    match = re.fullmatch(r'\d{3} \S+ "((?:[^"\\]|\\.)*)"(?: .*)?', header.strip())
+    if match is None:
+        return header
+    return re.sub(r"\\(.)", r"\1", match.group(1))
 
 
 def _dumps(obj: Any) -> bytes:

@@ -255,12 +255,7 @@ class World:
         await self._write("claim create")
         if self.claim is not None:
             raise Conflict(409, "AlreadyExists", "lease already exists")
-        self.claim = copy.deepcopy(dict(body))
-        self.claim["metadata"]["resourceVersion"] = str(next(self.rv))
-        self.writes += 1
-        self.snapshot()
-        self.check()
-        return copy.deepcopy(self.claim)
+        return self._store_claim(body)
 
     async def replace_lease(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
         await self._write("claim replace")
@@ -268,6 +263,9 @@ class World:
             raise NotFound(404, "NotFound", f"lease {name} not found")
         if self.claim["metadata"]["resourceVersion"] != body["metadata"]["resourceVersion"]:
             raise Conflict(409, "Conflict", "lease: the object has been modified")
+        return self._store_claim(body)
+
+    def _store_claim(self, body: Mapping[str, Any]) -> dict[str, Any]:
         self.claim = copy.deepcopy(dict(body))
         self.claim["metadata"]["resourceVersion"] = str(next(self.rv))
         self.writes += 1

@@ -526,7 +526,10 @@ def apply(view: ClusterView, expected: Expected, op: tuple[Any, ...]) -> None:
         listing.finish(str(list_rv))
     window = (before, datetime.now(UTC))
     if kind in ("ADDED", "MODIFIED"):
-        expected.put(op[1], window)
+        # An event about a session seen deleted (by the watch, or a 404 of our own) is from
+        # before the deletion: uids are never reused, and nothing follows a DELETED.
+        if op[1]["uid"] not in expected.gone:
+            expected.put(op[1], window)
     elif kind == "written":
         if op[1]["uid"] not in expected.gone:
             expected.put(op[1], window)

@@ -55,6 +55,21 @@ app.kubernetes.io/part-of: session-operator
 {{- printf "%s-metrics" (include "session-operator.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{- define "session-operator.webhookServiceName" -}}
+{{- printf "%s-webhook" (include "session-operator.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The Secret the pods mount for the webhook's certificate: made by the chart, or by cert-manager. */}}
+{{- define "session-operator.webhookSecretName" -}}
+{{- $suffix := ternary "webhook-cert" "webhook-tls" .Values.webhook.certManager.enabled -}}
+{{- printf "%s-%s" (include "session-operator.fullname" .) $suffix | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Where the pods mount it; --webhook-cert-file and --webhook-key-file point into it. */}}
+{{- define "session-operator.webhookCertDir" -}}
+/etc/session-operator/webhook
+{{- end -}}
+
 {{/* PromQL label matchers that select this release's series, as the ServiceMonitor scrapes them. */}}
 {{- define "session-operator.promSelector" -}}
 {{- if .Values.monitoring.prometheusRule.selector -}}
@@ -75,5 +90,8 @@ app.kubernetes.io/part-of: session-operator
 {{- end -}}
 {{- if eq (int .Values.operator.metricsPort) (int .Values.operator.healthPort) -}}
 {{- fail "operator.metricsPort and operator.healthPort must differ" -}}
+{{- end -}}
+{{- if and .Values.webhook.enabled (has (int .Values.webhook.port) (list (int .Values.operator.metricsPort) (int .Values.operator.healthPort))) -}}
+{{- fail "webhook.port must differ from operator.metricsPort and operator.healthPort" -}}
 {{- end -}}
 {{- end -}}

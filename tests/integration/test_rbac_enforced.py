@@ -35,9 +35,10 @@ from session_operator.model import LEGACY_FINALIZER, MANAGED_BY_LABEL, MANAGED_B
 from support import sessions as s
 from support.chart import only, render
 from support.kubeclient import KubeClient
-from support.operator_process import OperatorProcess
+from support.operator_process import OperatorProcess, free_port
 from support.rbac_grants import CLUSTER, Request, allows, request_of, rules, service_account, unused
 from support.recording_proxy import Recorded, RecordingProxy
+from support.webhook import Tls, make_tls
 
 SESSIONS = "session-operator.io"
 LEASES = "coordination.k8s.io"
@@ -222,18 +223,29 @@ async def until_effective(client: KubeClient, docs: list[dict[str, Any]], denied
     assert refused, f"{denied} is authorized, and should not be"
 
 
-def operator_args(docs: list[dict[str, Any]], identity: str) -> tuple[str, ...]:
+def operator_args(docs: list[dict[str, Any]], identity: str, tls: Tls) -> tuple[str, ...]:
     """The rendered Deployment's arguments, as the pod would run them; the harness picks
-    the metrics and health ports."""
+    the metrics, health and webhook ports, and the webhook serves a certificate of its own
+    (the pod's would be mounted from a Secret). The webhook makes no request, so serving it
+    must add none."""
     deployment = only(docs, "Deployment")
     namespace = deployment["metadata"]["namespace"]
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[0] == "run", args
-    return tuple(
-        arg.replace("$(POD_NAMESPACE)", namespace).replace("$(POD_NAME)", identity)
-        for arg in args[1:]
-        if not arg.startswith(("--metrics-port=", "--health-port="))
-    )
+    own = {
+        "--webhook-port=": str(free_port()),
+        "--webhook-cert-file=": str(tls.cert_file),
+        "--webhook-key-file=": str(tls.key_file),
+    }
+    chosen = []
+    for arg in args[1:]:
+        if arg.startswith(("--metrics-port=", "--health-port=")):
+            continue
+        flag = next((f for f in own if arg.startswith(f)), None)
+        arg = flag + own[flag] if flag else arg
+        chosen.append(arg.replace("$(POD_NAMESPACE)", namespace).replace("$(POD_NAME)", identity))
+    assert any(arg.startswith("--webhook-port=") for arg in chosen), "the chart serves the webhook by default"
+    return tuple(chosen)
 
 
 # Driving the operator through every request it makes ---------------------------------------
@@ -473,7 +485,8 @@ async def test_the_rules_are_exactly_the_requests(
         proxy = RecordingProxy(cluster.kubeconfig).start()
         kubeconfig = proxy.write_kubeconfig(tmp_path / "operator.kubeconfig", token)
         process = OperatorProcess(
-            kubeconfig, tmp_path, name=identity, args=operator_args(docs, identity), leader_elect=None
+            kubeconfig, tmp_path, name=identity, args=operator_args(docs, identity, make_tls(tmp_path / "tls")),
+            leader_elect=None,
         )
         try:
             await asyncio.to_thread(process.start)
