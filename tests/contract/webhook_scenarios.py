@@ -80,8 +80,8 @@ class Run:
         request["headers"] = {"Content-Type": content_type} if body is not None else {}
         request["body"] = body
         response: dict[str, Any] = {"status": reply.status}
-        if reply.warnings:
-            response["headers"] = {"Warning": reply.warnings}
+        if reply.warning_headers:
+            response["headers"] = {"Warning": reply.warning_headers}
         response["body"] = reply.body
         exchange = {
             "name": name,

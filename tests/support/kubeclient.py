@@ -2,7 +2,7 @@
 and to a real cluster, so what a test asserts is what the wire carries.
 
     status, body = await kube.request("GET", "/api/v1/namespaces/default")
-    reply = await kube.request_with_headers("POST", path, json=obj)   # .status, .body, .headers, .warnings
+    reply = await kube.request_with_headers("POST", path, json=obj)   # .status, .body, .headers
     async for event in kube.watch(path, {"resourceVersion": rv, "timeoutSeconds": "5"}): ...
     await kube.apply_crd("crds/sessions.session-operator.io.yaml")
     ns = await kube.create_namespace("test")
@@ -89,8 +89,9 @@ class Reply:
     headers: CIMultiDictProxy[str]
 
     @property
-    def warnings(self) -> list[str]:
-        """The ``Warning`` header values, in the order they came (``299 - "text"``)."""
+    def warning_headers(self) -> list[str]:
+        """The ``Warning`` header values as sent, in order (``299 - "text"``; the texts alone:
+        :meth:`KubeClient.request_with_warnings`)."""
         return list(self.headers.getall("Warning", []))
 
 
