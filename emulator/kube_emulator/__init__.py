@@ -11,7 +11,8 @@ What it emulates
   ``/apis/{group}/{version}`` incl. ``<plural>/status`` entries), for: core v1
   ``namespaces``, ``events``, ``configmaps``, ``secrets``; ``coordination.k8s.io/v1``
   ``leases``; ``events.k8s.io/v1`` ``events`` (same storage as core v1 events, fields
-  converted); ``apiextensions.k8s.io/v1`` ``customresourcedefinitions``; and every
+  converted); ``apiextensions.k8s.io/v1`` ``customresourcedefinitions``;
+  ``admissionregistration.k8s.io/v1`` ``validatingwebhookconfigurations``; and every
   served version of every registered CRD.
 * CRDs: creating one answers the un-established object, then (milliseconds later, on the
   emulator's "controller" task) sets ``NamesAccepted``/``Established`` and starts serving
@@ -21,7 +22,8 @@ What it emulates
   label and field selectors), PUT, merge-patch (RFC 7386), JSON patch (RFC 6902),
   delete (DeleteOptions preconditions, finalizers, ``deletionTimestamp``; the answer is
   the object while finalizers hold it, and for namespaces and CRDs, otherwise a
-  ``Success`` Status, as each registry's ``ReturnDeletedObject`` says), deletecollection,
+  ``Success`` Status, as each registry's ``ReturnDeletedObject`` says), deletecollection
+  (one delete after the other up to the first error; the answer is the listing),
   ``dryRun=All``, ``fieldValidation=Strict|Warn`` (unknown fields: 400 / ``Warning``
   header; by default they are dropped silently). Request bodies may be JSON, YAML or, for
   the built-ins, Kubernetes protobuf (what ``kubectl create namespace`` sends); answers
@@ -59,6 +61,32 @@ What it emulates
   retained history (``watch_history`` events per resource, or :meth:`Emulator.compact`),
   ``timeoutSeconds``, ``allowWatchBookmarks`` (a BOOKMARK every ``bookmark_interval``
   seconds), chunked one-JSON-per-line streaming.
+* validating admission webhooks (``admission.py``): a ValidatingWebhookConfiguration is
+  defaulted (``failurePolicy`` Fail, ``matchPolicy`` Equivalent, selectors, ``timeoutSeconds``
+  10, ``rules[].scope``) and validated as v1.24 does. Its webhooks are called on CREATE,
+  UPDATE (PUT, patches, the status subresource) and DELETE (deletecollection too: each
+  delete in turn, without a name, stopping at the first error) of what their ``rules`` match
+  (groups, versions, resources and subresources, operations, scope; ``matchPolicy``
+  Equivalent also matches the other served versions of a CRD and core v1 / events.k8s.io/v1
+  events), when ``namespaceSelector`` and ``objectSelector`` (matchLabels, matchExpressions)
+  match, after defaulting and validation and before storing; never for webhook
+  configurations. Each gets an ``admission.k8s.io/v1`` (or v1beta1) AdmissionReview POSTed
+  to ``clientConfig.url?timeout=<timeoutSeconds>s`` over HTTPS verified with ``caBundle``:
+  uid, kind/resource/subResource (of the matched version), requestKind/requestResource,
+  name, namespace, operation, userInfo, object and oldObject in that version, dryRun, and
+  Create/Update/DeleteOptions from the request. A denial is answered with the webhook's
+  code (400 if below 400), reason and details, its message prefixed ``admission webhook
+  "<name>" denied the request: `` (or ``... without explanation``); a webhook that cannot be
+  reached, times out, answers a non-2xx or an invalid review fails the request with a 500
+  ``InternalError`` worded as v1.24's Go client words it (connection refused, context
+  deadline exceeded, x509, wrong uid, ...) unless ``failurePolicy`` is Ignore; on dry-run
+  requests a webhook whose ``sideEffects`` is not None/NoneOnDryRun fails it with 400. The
+  webhooks' ``warnings`` (also beside a denial) and the ``fieldValidation=Warn`` warnings
+  are ``Warning: 299 - "<text>"`` headers as v1.24's recorder writes them (``"`` and
+  backslashes escaped, repeats and texts with control characters dropped, each cut to 256
+  characters past 4096 in all). While a webhook is called, other requests are served; if
+  the object changes meanwhile, the write is made again and the webhooks are called again,
+  as kube-apiserver's retries do.
 * a small garbage collector: when an owner is deleted, objects whose every
   ``ownerReference`` points at a deleted uid are deleted (background propagation).
 * ``meta.k8s.io/v1`` Table output (``additionalPrinterColumns``) for ``kubectl get``.
@@ -70,9 +98,19 @@ What it emulates
 
 What it does NOT emulate
 ------------------------
-* authentication beyond one bearer token; RBAC/authorization; admission webhooks and
-  admission plugins other than namespace lifecycle; API priority and fairness
-  (throttling only when injected); audit.
+* authentication beyond one bearer token (a webhook sees it as user ``admin``, groups
+  ``system:masters``, ``system:authenticated``); RBAC/authorization; admission plugins
+  other than namespace lifecycle and validating webhooks; API priority and fairness
+  (throttling only when injected); audit (and the webhooks' audit annotations).
+* mutating admission webhooks (MutatingWebhookConfiguration is not served) and CONNECT.
+  Webhooks with ``clientConfig.service`` are stored but never reached (there are no
+  Services): calling one fails as an unreachable webhook does, by ``failurePolicy``, with a
+  message that says so. A configuration is in force as soon as it is written (a real server
+  takes a moment to pick it up: tests should wait until a webhook is called). Webhooks are
+  called concurrently, but their warnings are answered in configuration order, and of
+  several failures the first in that order wins (v1.24: the first to arrive). The writes of
+  the emulated controllers (namespace and CRD cleanup, garbage collection) and
+  :meth:`Emulator.bulk_load` call no webhooks; a real cluster's controllers would.
 * server-side apply (``application/apply-patch+yaml`` is answered 415) and
   ``managedFields`` (never returned); strategic merge patch is only approximated for the
   built-ins (a merge patch that merges ``finalizers``/``ownerReferences`` lists and

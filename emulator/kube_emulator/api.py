@@ -16,6 +16,7 @@ from typing import Any
 import jsonpatch
 
 from . import gotime
+from .admission import Admission, Attributes
 from .errors import (
     ApiError,
     FieldError,
@@ -145,6 +146,7 @@ class Api:
         self.on_change: Callable[[], None] = lambda: None
         self.field_validation = ""  # per request: "", "Ignore", "Warn" or "Strict"
         self.warnings: list[str] = []  # per request: answered as Warning headers
+        self.admission: Admission | None = None  # per request: validating webhooks (None: not called)
         for rt in builtin_types():
             self._register(rt)
             self.builtin_groups.setdefault(rt.group, [])
@@ -318,6 +320,29 @@ class Api:
                         if not owned:
                             del self.owner_index[uid]
 
+    def _admit(
+        self,
+        operation: str,
+        rt: ResourceType,
+        version: str,
+        obj: dict[str, Any] | None,
+        old: dict[str, Any] | None,
+        subresource: str | None = None,
+        delete_options: dict[str, Any] | None = None,
+        in_collection: bool = False,
+    ) -> None:
+        """Validating admission, where kube-apiserver runs it: after defaulting and validation,
+        before storing. Raises a webhook's denial, or AdmissionRequired (see admission.py).
+        The deletes of a deletecollection are admitted without a name, as v1.24 does."""
+        if self.admission is None:
+            return
+        meta = (obj if obj is not None else old or {}).get("metadata") or {}
+        name = "" if in_collection else meta.get("name", "")
+        namespace = name if rt.storage_key == NS_KEY else meta.get("namespace", "")
+        self.admission.check(
+            Attributes(operation, rt, version, subresource or "", namespace, name, obj, old, delete_options or {})
+        )
+
     # ------------------------------------------------------------------ create
 
     def create(
@@ -361,12 +386,15 @@ class Api:
             generated = True
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = self.now()
+        if self.admission is not None:
+            self.admission.same_identity(meta, generated)
         self._prepare_for_create(rt, version, obj)
         self._validate_or_raise(rt, version, obj, None)
         if rt.storage_key == CRD_KEY:
             errors, _ = validate_crd(obj)
             if errors:
                 raise invalid(rt.group, rt.kind, meta["name"], errors)
+        self._admit("CREATE", rt, version, obj, None)
         bucket = self.store.bucket(rt.storage_key)
         key_ns = meta.get("namespace", "")
         while bucket.get(key_ns, meta["name"]) is not None:
@@ -540,6 +568,7 @@ class Api:
         if errors:
             raise invalid(rt.group, rt.kind, old_meta["name"], errors)
         self._validate_or_raise(rt, version, obj, existing, subresource)
+        self._admit("UPDATE", rt, version, obj, existing, subresource)
         obj = _order(obj, rt.builtin)
         if obj == existing:  # a no-op write changes nothing, not even the resourceVersion
             return 200, self.present(rt, version, existing)
@@ -627,6 +656,7 @@ class Api:
         name: str,
         options: dict[str, Any] | None = None,
         dry_run: bool = False,
+        in_collection: bool = False,
     ) -> dict[str, Any]:
         options = options or {}
         existing = self._existing(rt, namespace, name)
@@ -650,6 +680,7 @@ class Api:
             )
         if rt.storage_key == NS_KEY and name in ("default", "kube-system", "kube-public"):
             raise forbidden(rt.names, name, "this namespace may not be deleted")
+        self._admit("DELETE", rt, version, None, existing, None, options, in_collection)
         finalizers = list(meta.get("finalizers") or [])
         if rt.storage_key == NS_KEY:
             finalizers = finalizers or ["kubernetes"]
@@ -729,20 +760,25 @@ class Api:
         options: dict[str, Any] | None,
         dry_run: bool = False,
     ) -> dict[str, Any]:
-        result = self.list(rt, version, namespace, params)
-        items = []
+        # Listed once, then deleted one at a time in list order up to the first error (kube-apiserver's
+        # one worker); the answer is the listing. When a webhook must be called first, the request
+        # is made again (admission.py): the listing and the deletes done are kept, not made twice.
+        progress: dict[str, Any] = self.admission.collection if self.admission is not None else {}
+        result: dict[str, Any] = progress.get("listing") or self.list(rt, version, namespace, params)
+        progress["listing"] = result
+        done: set[str] = progress.setdefault("done", set())
         for item in result["items"]:
+            uid = item["metadata"]["uid"]
+            if uid in done:
+                continue
+            name = item["metadata"]["name"]
             try:
-                items.append(self.delete(rt, version, namespace, item["metadata"]["name"], options, dry_run=dry_run))
+                self.delete(rt, version, namespace, name, options, dry_run=dry_run, in_collection=True)
             except ApiError as exc:
                 if exc.code != 404:
                     raise
-        return {
-            "apiVersion": rt.api_version(version),
-            "items": items,
-            "kind": rt.list_kind,
-            "metadata": {"resourceVersion": str(self.store.rv)},
-        }
+            done.add(uid)
+        return result
 
     # ------------------------------------------------------------------ list
 

@@ -139,6 +139,7 @@ class ApiError(Exception):
         message: str,
         details: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        status_value: str = "Failure",
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -146,16 +147,19 @@ class ApiError(Exception):
         self.message = message
         self.details = details
         self.headers = headers or {}
+        self.status_value = status_value
+        self.warnings: list[str] = []  # answered as Warning headers beside the Status
 
     def status(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "kind": "Status",
             "apiVersion": "v1",
             "metadata": {},
-            "status": "Failure",
+            "status": self.status_value,
             "message": self.message,
-            "reason": self.reason,
         }
+        if self.reason:  # omitempty: a webhook's denial may have none
+            body["reason"] = self.reason
         if self.details is not None:
             body["details"] = self.details
         body["code"] = self.code

@@ -13,12 +13,13 @@ import base64
 import copy
 import hashlib
 import re
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import gotime
-from .errors import FieldError, Names, bad_request, go_json_kind
+from .errors import FieldError, GoLiteral, Names, bad_request, go_json_kind, go_quote
 from .schema import Node, SchemaCompileError, compile_schema, normalize, validate_object
 
 # --------------------------------------------------------------------------- name validation
@@ -38,6 +39,11 @@ DNS1123_SUBDOMAIN_MSG = (
     "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
     "and must start and end with an alphanumeric character (e.g. 'example.com', regex used for "
     "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+)
+DNS1035_LABEL_MSG = (
+    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
+    "alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', "
+    "regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
 )
 QUALIFIED_NAME_MSG = (
     "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with "
@@ -274,6 +280,14 @@ def _decode_value(value: Any, kind: Any, struct: str, path: str) -> Any:
             if not isinstance(item, str):
                 raise _mismatch(item, struct, path, "string")
         return value
+    if kind == "bytes":
+        if not isinstance(value, str):
+            raise _mismatch(value, struct, path, "[]uint8")
+        try:
+            base64.b64decode(value, validate=True)
+        except ValueError as exc:
+            raise DecodeError(f"illegal base64 data at input byte 0: {exc}") from exc
+        return value
     if kind == "map[string]bytes":
         if not isinstance(value, dict):
             raise _mismatch(value, struct, path, "map[string][]uint8")
@@ -364,6 +378,7 @@ class ResourceType:
     typed_spec: dict[str, Any] | None = None  # built-ins: fields of the Go struct (minus metadata)
     always: dict[str, Any] = field(default_factory=dict)  # built-ins: fields Go always marshals
     validator: Callable[..., list[FieldError]] | None = None
+    defaulter: Callable[[dict[str, Any]], None] | None = None  # built-ins: the scheme's defaults, on decode
     name_check: Callable[[str], list[str]] = dns1123_subdomain_errors
     crd_name: str | None = None
     list_kind_name: str = ""
@@ -422,6 +437,8 @@ class ResourceType:
             for key, value in self.always.items():
                 if key not in obj:
                     obj[key] = copy.deepcopy(value)
+            if self.defaulter is not None:
+                self.defaulter(obj)
             return
         # custom resources: metadata is typed, the rest is pruned/defaulted by the schema
         try:
@@ -632,6 +649,386 @@ def _validate_configmap(obj: dict[str, Any], old: dict[str, Any] | None, version
     return errors
 
 
+# --------------------------------------------------------------------------- admissionregistration.k8s.io/v1
+
+_LABEL_SELECTOR = (
+    "LabelSelector",
+    {
+        "matchLabels": "map[string]string",
+        "matchExpressions": [
+            ("LabelSelectorRequirement", {"key": "string", "operator": "string", "values": "[]string"})
+        ],
+    },
+)
+# ValidatingWebhook's fields, in Go struct order (the order they are answered in)
+_VALIDATING_WEBHOOK: dict[str, Any] = {
+    "name": "string",
+    "clientConfig": (
+        "WebhookClientConfig",
+        {
+            "url": "string",
+            "service": (
+                "ServiceReference",
+                {"namespace": "string", "name": "string", "path": "string", "port": "int32"},
+            ),
+            "caBundle": "bytes",
+        },
+    ),
+    "rules": [
+        (
+            "RuleWithOperations",
+            {
+                "operations": "[]string",
+                "apiGroups": "[]string",
+                "apiVersions": "[]string",
+                "resources": "[]string",
+                "scope": "string",
+            },
+        )
+    ],
+    "failurePolicy": "string",
+    "matchPolicy": "string",
+    "namespaceSelector": _LABEL_SELECTOR,
+    "objectSelector": _LABEL_SELECTOR,
+    "sideEffects": "string",
+    "timeoutSeconds": "int32",
+    "admissionReviewVersions": "[]string",
+}
+_ACCEPTED_REVIEW_VERSIONS = ["v1", "v1beta1"]
+_NO_SIDE_EFFECTS = ["None", "NoneOnDryRun"]
+_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_URL_FORM = "; desired format: https://host[/path]"
+
+
+def _default_vwc(obj: dict[str, Any]) -> None:
+    """``SetDefaults_ValidatingWebhook``, ``SetDefaults_Rule``, ``SetDefaults_ServiceReference``."""
+    hooks = []
+    for hook in obj.get("webhooks") or []:
+        hook.setdefault("failurePolicy", "Fail")
+        hook.setdefault("matchPolicy", "Equivalent")
+        hook.setdefault("namespaceSelector", {})
+        hook.setdefault("objectSelector", {})
+        hook.setdefault("timeoutSeconds", 10)
+        hook.setdefault("clientConfig", {})
+        service = hook["clientConfig"].get("service")
+        if isinstance(service, dict):
+            service.setdefault("port", 443)
+        for rule in hook.get("rules") or []:
+            rule.setdefault("scope", "*")
+        hooks.append({k: hook[k] for k in _VALIDATING_WEBHOOK if k in hook})
+    if "webhooks" in obj:
+        obj["webhooks"] = hooks
+
+
+def _go_strings(type_name: str, values: list[str]) -> GoLiteral:
+    """``%#v`` of a Go string slice."""
+    return GoLiteral(f"[]{type_name}{{" + ", ".join(go_quote(v) for v in values) + "}")
+
+
+def _validate_rule(rule: dict[str, Any], path: str) -> list[FieldError]:
+    """``validateRuleWithOperations`` (subresources allowed)."""
+    errors: list[FieldError] = []
+    operations = rule.get("operations") or []
+    if not operations:
+        errors.append(FieldError("Required", f"{path}.operations"))
+    if len(operations) > 1 and "*" in operations:
+        errors.append(
+            FieldError(
+                "Invalid",
+                f"{path}.operations",
+                _go_strings("admissionregistration.OperationType", operations),
+                "if '*' is present, must not specify other operations",
+            )
+        )
+    supported = ["*", "CONNECT", "CREATE", "DELETE", "UPDATE"]
+    for index, operation in enumerate(operations):
+        if operation not in supported:
+            errors.append(FieldError("NotSupported", f"{path}.operations[{index}]", operation, supported=supported))
+    groups = rule.get("apiGroups") or []
+    if not groups:
+        errors.append(FieldError("Required", f"{path}.apiGroups"))
+    if len(groups) > 1 and "*" in groups:
+        errors.append(
+            FieldError(
+                "Invalid",
+                f"{path}.apiGroups",
+                _go_strings("string", groups),
+                "if '*' is present, must not specify other API groups",
+            )
+        )
+    versions = rule.get("apiVersions") or []
+    if not versions:
+        errors.append(FieldError("Required", f"{path}.apiVersions"))
+    if len(versions) > 1 and "*" in versions:
+        errors.append(
+            FieldError(
+                "Invalid",
+                f"{path}.apiVersions",
+                _go_strings("string", versions),
+                "if '*' is present, must not specify other API versions",
+            )
+        )
+    for index, version in enumerate(versions):
+        if version == "":
+            errors.append(FieldError("Required", f"{path}.apiVersions[{index}]"))
+    errors.extend(_validate_rule_resources(rule.get("resources") or [], f"{path}.resources"))
+    scope = rule.get("scope")
+    if scope is not None and scope not in ("*", "Cluster", "Namespaced"):
+        errors.append(FieldError("NotSupported", f"{path}.scope", scope, supported=["*", "Cluster", "Namespaced"]))
+    return errors
+
+
+def _validate_rule_resources(resources: list[str], path: str) -> list[FieldError]:
+    errors: list[FieldError] = []
+    if not resources:
+        errors.append(FieldError("Required", path))
+    wildcard_sub: set[str] = set()  # x/*
+    wildcard_res: set[str] = set()  # */x
+    double = single = plain = False
+    for index, entry in enumerate(resources):
+        if entry == "":
+            errors.append(FieldError("Required", f"{path}[{index}]"))
+            continue
+        double = double or entry == "*/*"
+        single = single or entry == "*"
+        if "/" not in entry:
+            plain = entry != "*"
+            continue
+        res, sub = entry.split("/", 1)
+        if res in wildcard_sub:
+            errors.append(
+                FieldError("Invalid", f"{path}[{index}]", entry, f"if '{res}/*' is present, must not specify {entry}")
+            )
+        if sub in wildcard_res:
+            errors.append(
+                FieldError("Invalid", f"{path}[{index}]", entry, f"if '*/{sub}' is present, must not specify {entry}")
+            )
+        if sub == "*":
+            wildcard_sub.add(res)
+        if res == "*":
+            wildcard_res.add(sub)
+    if len(resources) > 1 and double:
+        errors.append(
+            FieldError(
+                "Invalid",
+                path,
+                _go_strings("string", resources),
+                "if '*/*' is present, must not specify other resources",
+            )
+        )
+    if single and plain:
+        errors.append(
+            FieldError(
+                "Invalid",
+                path,
+                _go_strings("string", resources),
+                "if '*' is present, must not specify other resources without subresources",
+            )
+        )
+    return errors
+
+
+def _validate_label_selector(selector: dict[str, Any], path: str) -> list[FieldError]:
+    """``metav1validation.ValidateLabelSelector``."""
+    errors: list[FieldError] = []
+    for key, value in (selector.get("matchLabels") or {}).items():
+        for msg in qualified_name_errors(key):
+            errors.append(FieldError("Invalid", f"{path}.matchLabels", key, msg))
+        if len(value) > 63:
+            errors.append(FieldError("Invalid", f"{path}.matchLabels", value, "must be no more than 63 characters"))
+        if not _LABEL_VALUE.match(value):
+            errors.append(FieldError("Invalid", f"{path}.matchLabels", value, LABEL_VALUE_MSG))
+    for index, requirement in enumerate(selector.get("matchExpressions") or []):
+        base = f"{path}.matchExpressions[{index}]"
+        operator = requirement.get("operator", "")
+        values = requirement.get("values") or []
+        if operator in ("In", "NotIn"):
+            if not values:
+                errors.append(
+                    FieldError(
+                        "Required", f"{base}.values", detail="must be specified when `operator` is 'In' or 'NotIn'"
+                    )
+                )
+        elif operator in ("Exists", "DoesNotExist"):
+            if values:
+                errors.append(
+                    FieldError(
+                        "Forbidden",
+                        f"{base}.values",
+                        detail="may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+                    )
+                )
+        else:
+            errors.append(FieldError("Invalid", f"{base}.operator", operator, "not a valid selector operator"))
+        key = requirement.get("key", "")
+        for msg in qualified_name_errors(key):
+            errors.append(FieldError("Invalid", f"{base}.key", key, msg))
+    return errors
+
+
+def _validate_webhook_url(url: str, path: str) -> list[FieldError]:
+    """``webhook.ValidateWebhookURL`` (https forced)."""
+    errors: list[FieldError] = []
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as exc:
+        return [FieldError("Required", path, detail=f"url must be a valid URL: {exc}{_URL_FORM}")]
+    if parts.scheme != "https":
+        errors.append(FieldError("Invalid", path, parts.scheme, "'https' is the only allowed URL scheme" + _URL_FORM))
+    if not parts.netloc.rpartition("@")[2]:
+        errors.append(FieldError("Invalid", path, "", "host must be provided" + _URL_FORM))
+    if "@" in parts.netloc:
+        userinfo = parts.netloc.rpartition("@")[0]
+        errors.append(FieldError("Invalid", path, userinfo, "user information is not permitted in the URL"))
+    if parts.fragment:
+        errors.append(FieldError("Invalid", path, parts.fragment, "fragments are not permitted in the URL"))
+    if parts.query:
+        errors.append(FieldError("Invalid", path, parts.query, "query parameters are not permitted in the URL"))
+    return errors
+
+
+def _validate_webhook_service(service: dict[str, Any], path: str) -> list[FieldError]:
+    """``webhook.ValidateWebhookService``."""
+    errors: list[FieldError] = []
+    if not service.get("name"):
+        errors.append(FieldError("Required", f"{path}.name", detail="service name is required"))
+    if not service.get("namespace"):
+        errors.append(FieldError("Required", f"{path}.namespace", detail="service namespace is required"))
+    port = service.get("port", 443)
+    if not 1 <= port <= 65535:
+        errors.append(
+            FieldError("Invalid", f"{path}.port", port, "port is not valid: must be between 1 and 65535, inclusive")
+        )
+    url_path = service.get("path")
+    if url_path is None or url_path in ("", "/"):
+        return errors
+    if url_path == "//":
+        return [*errors, FieldError("Invalid", f"{path}.path", url_path, "segment[0] may not be empty")]
+    if not url_path.startswith("/"):
+        errors.append(FieldError("Invalid", f"{path}.path", url_path, "must start with a '/'"))
+    steps = url_path[1:].removesuffix("/").split("/")
+    for index, step in enumerate(steps):
+        if not step:
+            errors.append(FieldError("Invalid", f"{path}.path", url_path, f"segment[{index}] may not be empty"))
+            continue
+        for msg in dns1123_subdomain_errors(step):
+            errors.append(FieldError("Invalid", f"{path}.path", url_path, f"segment[{index}]: {msg}"))
+    return errors
+
+
+def _validate_review_versions(versions: list[str], require_recognized: bool, path: str) -> list[FieldError]:
+    errors: list[FieldError] = []
+    if not versions:
+        return [FieldError("Required", path, detail="must specify one of " + ", ".join(_ACCEPTED_REVIEW_VERSIONS))]
+    seen: set[str] = set()
+    recognized = False
+    for index, version in enumerate(versions):
+        if version in seen:
+            errors.append(FieldError("Invalid", f"{path}[{index}]", version, "duplicate version"))
+            continue
+        seen.add(version)
+        if len(version) > 63:
+            errors.append(FieldError("Invalid", f"{path}[{index}]", version, "must be no more than 63 characters"))
+        if not _DNS1035_LABEL.match(version):
+            errors.append(FieldError("Invalid", f"{path}[{index}]", version, DNS1035_LABEL_MSG))
+        recognized = recognized or version in _ACCEPTED_REVIEW_VERSIONS
+    if require_recognized and not recognized:
+        errors.append(
+            FieldError(
+                "Invalid",
+                path,
+                _go_strings("string", versions),
+                "must include at least one of " + ", ".join(_ACCEPTED_REVIEW_VERSIONS),
+            )
+        )
+    return errors
+
+
+def _validate_webhook(hook: dict[str, Any], require_no_side_effects: bool, path: str) -> list[FieldError]:
+    """``validateValidatingWebhook``."""
+    errors: list[FieldError] = []
+    name = hook.get("name", "")
+    if not name:
+        errors.append(FieldError("Required", f"{path}.name"))
+    elif dns1123_subdomain_errors(name):
+        errors.append(FieldError("Invalid", f"{path}.name", name, ",".join(dns1123_subdomain_errors(name))))
+    elif len(name.split(".")) < 3:
+        errors.append(
+            FieldError(
+                "Invalid", f"{path}.name", name, "should be a domain with at least three segments separated by dots"
+            )
+        )
+    for index, rule in enumerate(hook.get("rules") or []):
+        errors.extend(_validate_rule(rule, f"{path}.rules[{index}]"))
+    policy = hook.get("failurePolicy")
+    if policy is not None and policy not in ("Fail", "Ignore"):
+        errors.append(FieldError("NotSupported", f"{path}.failurePolicy", policy, supported=["Fail", "Ignore"]))
+    match_policy = hook.get("matchPolicy")
+    if match_policy is not None and match_policy not in ("Equivalent", "Exact"):
+        errors.append(
+            FieldError("NotSupported", f"{path}.matchPolicy", match_policy, supported=["Equivalent", "Exact"])
+        )
+    allowed = _NO_SIDE_EFFECTS if require_no_side_effects else ["None", "NoneOnDryRun", "Some", "Unknown"]
+    side_effects = hook.get("sideEffects")
+    if side_effects is None:
+        errors.append(FieldError("Required", f"{path}.sideEffects", detail="must specify one of " + ", ".join(allowed)))
+    elif side_effects not in allowed:
+        errors.append(FieldError("NotSupported", f"{path}.sideEffects", side_effects, supported=allowed))
+    timeout = hook.get("timeoutSeconds")
+    if timeout is not None and not 1 <= timeout <= 30:
+        errors.append(
+            FieldError(
+                "Invalid", f"{path}.timeoutSeconds", timeout, "the timeout value must be between 1 and 30 seconds"
+            )
+        )
+    for key in ("namespaceSelector", "objectSelector"):
+        if hook.get(key) is not None:
+            errors.extend(_validate_label_selector(hook[key], f"{path}.{key}"))
+    config = hook.get("clientConfig") or {}
+    if ("url" in config) == ("service" in config):
+        errors.append(
+            FieldError("Required", f"{path}.clientConfig", detail="exactly one of url or service is required")
+        )
+    elif "url" in config:
+        errors.extend(_validate_webhook_url(config["url"], f"{path}.clientConfig.url"))
+    else:
+        errors.extend(_validate_webhook_service(config["service"], f"{path}.clientConfig.service"))
+    return errors
+
+
+def _validate_vwc(obj: dict[str, Any], old: dict[str, Any] | None, version: str) -> list[FieldError]:
+    """``ValidateValidatingWebhookConfiguration`` and its update variant (which is lenient where
+    the stored object already is)."""
+    require_no_side_effects = require_recognized = require_unique = True
+    if old is not None:
+        old_hooks = old.get("webhooks") or []
+        require_no_side_effects = all(h.get("sideEffects") in _NO_SIDE_EFFECTS for h in old_hooks)
+        require_recognized = all(
+            not h.get("admissionReviewVersions")
+            or any(v in _ACCEPTED_REVIEW_VERSIONS for v in h["admissionReviewVersions"])
+            for h in old_hooks
+        )
+        names = [h.get("name", "") for h in old_hooks]
+        require_unique = len(names) == len(set(names))
+    errors: list[FieldError] = []
+    seen: set[str] = set()
+    for index, hook in enumerate(obj.get("webhooks") or []):
+        path = f"webhooks[{index}]"
+        errors.extend(_validate_webhook(hook, require_no_side_effects, path))
+        errors.extend(
+            _validate_review_versions(
+                hook.get("admissionReviewVersions") or [], require_recognized, f"{path}.admissionReviewVersions"
+            )
+        )
+        name = hook.get("name", "")
+        if require_unique and name:
+            if name in seen:
+                errors.append(FieldError("Duplicate", f"{path}.name", name))
+            seen.add(name)
+    _ = version
+    return errors
+
+
 def _validate_namespace(obj: dict[str, Any], old: dict[str, Any] | None, version: str) -> list[FieldError]:
     _ = obj, old, version
     return []
@@ -746,6 +1143,20 @@ def builtin_types() -> list[ResourceType]:
             validator=_validate_event,
             to_storage=_events_v1_to_core,
             from_storage=_core_to_events_v1,
+        ),
+        ResourceType(
+            group="admissionregistration.k8s.io",
+            plural="validatingwebhookconfigurations",
+            singular="validatingwebhookconfiguration",
+            kind="ValidatingWebhookConfiguration",
+            namespaced=False,
+            versions={"v1": VersionInfo("v1", storage=True)},
+            categories=["api-extensions"],
+            has_generation=True,
+            allow_unconditional_update=False,
+            typed_spec={"webhooks": [("ValidatingWebhook", _VALIDATING_WEBHOOK)]},
+            validator=_validate_vwc,
+            defaulter=_default_vwc,
         ),
         ResourceType(
             group="apiextensions.k8s.io",

@@ -11,7 +11,7 @@ import pathlib
 import random
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ import yaml
 from aiohttp import web
 
 from . import openapi, protobuf, tls
+from .admission import Admission, AdmissionRequired, WebhookClient, warning_headers
 from .api import CRD_KEY, Api
 from .errors import (
     ApiError,
@@ -51,6 +52,9 @@ VERSION_INFO = {
     "platform": "linux/amd64",
 }
 CONTROL_PREFIX = "/_emulator"
+# A write is attempted again after each round of webhook calls (see admission.py); it settles
+# unless other writes keep changing what it admits.
+_ADMISSION_ROUNDS = 1000
 _CR_VERBS = ["delete", "deletecollection", "get", "list", "patch", "create", "update", "watch"]
 
 
@@ -63,7 +67,14 @@ def _json_response(obj: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def _error_response(err: ApiError) -> web.Response:
-    return _json_response(err.status(), status=err.code, headers=err.headers or None)
+    response = _json_response(err.status(), status=err.code, headers=err.headers or None)
+    _add_warnings(response, err.warnings)
+    return response
+
+
+def _add_warnings(response: web.StreamResponse, texts: list[str]) -> None:
+    for header in warning_headers(texts):
+        response.headers.add("Warning", header)
 
 
 @dataclass
@@ -133,6 +144,7 @@ class Emulator:
         self.api = Api(self.store)
         self.faults = Faults()
         self.requests = RequestCounter()
+        self.webhooks = WebhookClient()
         self.certs: ServerCerts | None = None
         self._initial_crds = list(crds)
         self._runner: web.AppRunner | None = None
@@ -185,6 +197,7 @@ class Emulator:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await self.webhooks.close()
 
     async def __aenter__(self) -> Emulator:
         await self.start()
@@ -382,10 +395,7 @@ class Emulator:
         dry_run = params.get("dryRun") == "All"
         self.api.field_validation = params.get("fieldValidation", "")
         self.api.warnings = []
-        response = await self._dispatch(request, rt, route, params, method, watch, dry_run)
-        for warning in self.api.warnings:
-            response.headers.add("Warning", "299 - " + json.dumps(warning))
-        return response
+        return await self._dispatch(request, rt, route, params, method, watch, dry_run)
 
     async def _dispatch(
         self,
@@ -411,36 +421,66 @@ class Emulator:
                 return _json_response(to_table(rt, version, obj, is_list=False))
             return _json_response(obj)
         body = await self._body(request)
-        if method == "POST":
-            if name is not None or (rt.namespaced and namespace is None):
-                raise method_not_allowed()
-            obj = self.api.create(rt, version, namespace, body, dry_run=dry_run)
-            return _json_response(obj, status=201)
-        if name is None:
-            if method == "DELETE":
-                options = body if isinstance(body, dict) else {}
-                return _json_response(
-                    self.api.delete_collection(rt, version, namespace, params, options, dry_run=dry_run)
-                )
+        raw = await request.read() if method == "PATCH" else b""
+        if method not in ("POST", "PUT", "PATCH", "DELETE"):
             raise method_not_allowed()
-        if method == "PUT":
-            code, obj = self.api.update(rt, version, namespace, name, body, route.sub, dry_run=dry_run)
-            return _json_response(obj, status=code)
-        if method == "PATCH":
-            raw = await request.read()
-            obj = self.api.patch(
-                rt, version, namespace, name, request.headers.get("Content-Type", ""), raw, route.sub, dry_run
-            )
-            return _json_response(obj)
-        if method == "DELETE":
+
+        def write() -> web.Response:
+            if method == "POST":
+                if name is not None or (rt.namespaced and namespace is None):
+                    raise method_not_allowed()
+                return _json_response(self.api.create(rt, version, namespace, body, dry_run=dry_run), status=201)
+            if name is None:
+                if method == "DELETE":
+                    options = dict(body) if isinstance(body, dict) else {}
+                    return _json_response(
+                        self.api.delete_collection(rt, version, namespace, params, options, dry_run=dry_run)
+                    )
+                raise method_not_allowed()
+            if method == "PUT":
+                code, obj = self.api.update(rt, version, namespace, name, body, route.sub, dry_run=dry_run)
+                return _json_response(obj, status=code)
+            if method == "PATCH":
+                content_type = request.headers.get("Content-Type", "")
+                return _json_response(
+                    self.api.patch(rt, version, namespace, name, content_type, raw, route.sub, dry_run)
+                )
             if route.sub is not None:
                 raise method_not_allowed()
-            options = body if isinstance(body, dict) else {}
+            options = dict(body) if isinstance(body, dict) else {}
             for key in ("propagationPolicy", "gracePeriodSeconds"):
                 if key in params:
                     options.setdefault(key, params[key])
             return _json_response(self.api.delete(rt, version, namespace, name, options, dry_run=dry_run))
-        raise method_not_allowed()
+
+        return await self._admitted(write, params, dry_run)
+
+    async def _admitted(
+        self, write: Callable[[], web.Response], params: dict[str, str], dry_run: bool
+    ) -> web.Response:
+        """Run a write, calling the validating webhooks it needs between attempts (admission.py);
+        answers the warnings of the write and of the webhooks as Warning headers."""
+        admission = Admission(self.api, self.webhooks, params, dry_run)
+        field_validation = params.get("fieldValidation", "")
+        for _ in range(_ADMISSION_ROUNDS):
+            # the per-request state is set again: other requests ran while the webhooks were called
+            self.api.field_validation = field_validation
+            self.api.warnings = []
+            self.api.admission = admission
+            try:
+                response = write()
+            except AdmissionRequired as need:
+                pending = need
+            except ApiError as err:
+                err.warnings = list(admission.warnings)
+                raise
+            else:
+                _add_warnings(response, self.api.warnings + admission.warnings)
+                return response
+            finally:
+                self.api.admission = None
+            await admission.call(pending)
+        raise internal_error("admission did not settle: the object kept changing while its webhooks were called")
 
     def _openapi(self, path: str) -> web.Response:
         docs = openapi.all_documents(self.api)

@@ -30,6 +30,18 @@ _BUILTIN_COLUMNS: dict[tuple[str, str], list[tuple[dict[str, Any], str]]] = {
         ({"name": "Status", "type": "string", "format": "", "description": "", "priority": 0}, ".status.phase")
     ],
     ("", "configmaps"): [],
+    ("admissionregistration.k8s.io", "validatingwebhookconfigurations"): [
+        (
+            {
+                "name": "Webhooks",
+                "type": "integer",
+                "format": "",
+                "description": "Webhooks indicates the number of webhooks registered in this configuration",
+                "priority": 0,
+            },
+            "len .webhooks",  # the number of items
+        )
+    ],
 }
 
 
@@ -124,7 +136,10 @@ def _columns(rt: ResourceType, version: str) -> list[tuple[dict[str, Any], str]]
 def _row(obj: dict[str, Any], columns: list[tuple[dict[str, Any], str]]) -> dict[str, Any]:
     cells = []
     for definition, path in columns:
-        value = _jsonpath(obj, path)
+        if path.startswith("len "):
+            value: Any = len(_jsonpath(obj, path[4:]) or [])
+        else:
+            value = _jsonpath(obj, path)
         if definition["type"] == "date":
             value = _age(value)
         elif isinstance(value, dict | list) and definition["type"] == "string":

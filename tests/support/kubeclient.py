@@ -2,6 +2,7 @@
 and to a real cluster, so what a test asserts is what the wire carries.
 
     status, body = await kube.request("GET", "/api/v1/namespaces/default")
+    reply = await kube.request_with_headers("POST", path, json=obj)   # .status, .body, .headers
     async for event in kube.watch(path, {"resourceVersion": rv, "timeoutSeconds": "5"}): ...
     await kube.apply_crd("crds/sessions.session-operator.io.yaml")
     ns = await kube.create_namespace("test")
@@ -19,11 +20,13 @@ import secrets
 import ssl
 import tempfile
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import yaml
+from multidict import CIMultiDictProxy
 
 
 class KubeConfig:
@@ -77,6 +80,21 @@ class KubeConfig:
         return context
 
 
+@dataclass(frozen=True)
+class Reply:
+    """An API answer with its headers (see :meth:`KubeClient.request_with_headers`)."""
+
+    status: int
+    body: dict[str, Any]
+    headers: CIMultiDictProxy[str]
+
+    @property
+    def warning_headers(self) -> list[str]:
+        """The ``Warning`` header values as sent, in order (``299 - "text"``; the texts alone:
+        :meth:`KubeClient.request_with_warnings`)."""
+        return list(self.headers.getall("Warning", []))
+
+
 class KubeClient:
     def __init__(self, kubeconfig: str | os.PathLike[str]) -> None:
         self.config = KubeConfig(kubeconfig)
@@ -107,6 +125,22 @@ class KubeClient:
         headers: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, Any]]:
         """One API call; returns the status code and the decoded JSON body (``{}`` if none)."""
+        reply = await self.request_with_headers(
+            method, path, json=json, params=params, content_type=content_type, headers=headers
+        )
+        return reply.status, reply.body
+
+    async def request_with_headers(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, str] | None = None,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
+        """Like :meth:`request`, with the response headers too (``Warning``, ``Retry-After``, ...)."""
         all_headers = dict(headers or {})
         data = None
         if json is not None:
@@ -122,11 +156,11 @@ class KubeClient:
         ) as response:
             raw = await response.read()
         if not raw:
-            return response.status, {}
+            return Reply(response.status, {}, response.headers)
         try:
-            return response.status, _loads(raw)
+            return Reply(response.status, _loads(raw), response.headers)
         except ValueError:
-            return response.status, {"raw": raw.decode(errors="replace")}
+            return Reply(response.status, {"raw": raw.decode(errors="replace")}, response.headers)
 
     async def request_with_warnings(
         self, method: str, path: str, *, json: Any = None, params: dict[str, str] | None = None
