@@ -52,7 +52,6 @@ class Operator:
         self._metrics = metrics
         self._readiness = readiness
         self._leading = False
-        self._synced = False  # the cache is filled from a full listing of every scope
         self.cache = ClusterView()
         self.events = EventPoster(kube, settings.identity or f"{socket.gethostname()}_{os.getpid()}", metrics)
         self.reconciler = Reconciler(
@@ -141,12 +140,16 @@ class Operator:
 
     async def _mark_synced(self) -> None:
         await asyncio.gather(*(informer.synced.wait() for informer in self.informers))
-        self._synced = True
         self._readiness.synced = True
         log.info(
             "Filled the cache: %d sessions and %d claims in %s",
             len(self.cache), self.cache.claim_count, ", ".join(self._settings.namespaces) or "all namespaces",
         )
+
+    @property
+    def synced(self) -> bool:
+        """The cache is filled from a full listing of every scope."""
+        return all(informer.synced.is_set() for informer in self.informers)
 
     async def admit(self, body: Mapping[str, Any]) -> admission.Admission:
         """The admission webhook's answer to the CREATE of ``body``, from this replica's
@@ -156,7 +159,7 @@ class Operator:
         namespace = str(metadata.get("namespace") or "")
         if self._settings.namespaces and namespace not in self._settings.namespaces:
             return admission.ALLOW  # not watched: the operator decides nothing there
-        if not self._synced:
+        if not self.synced:
             return admission.unchecked("this replica's view of sessions is not filled yet")
         spec = body.get("spec")
         target = spec.get("target") if isinstance(spec, Mapping) else None

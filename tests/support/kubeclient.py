@@ -167,17 +167,8 @@ class KubeClient:
     ) -> tuple[int, dict[str, Any], list[str]]:
         """Like :meth:`request`, with the texts of the answer's ``Warning`` headers (RFC 7234
         ``299 - "text"``, as the API server sends admission warnings and kubectl prints them)."""
-        async with self.session.request(
-            method,
-            self.url(path),
-            data=_dumps(json) if json is not None else None,
-            params=params,
-            headers={"Content-Type": "application/json"} if json is not None else {},
-            timeout=aiohttp.ClientTimeout(total=60),
-        ) as response:
-            raw = await response.read()
-            warnings = [_warning_text(value) for value in response.headers.getall("Warning", [])]
-        return response.status, (_loads(raw) if raw else {}), warnings
+        reply = await self.request_with_headers(method, path, json=json, params=params)
+        return reply.status, reply.body, [_warning_text(value) for value in reply.warning_headers]
 
     async def watch(self, path: str, params: dict[str, str] | None = None) -> AsyncIterator[dict[str, Any]]:
         """Stream watch events (dicts with ``type`` and ``object``) until the server ends the stream.

@@ -21,6 +21,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from kube_emulator.api import merge_patch  # RFC 7386, as the API server applies it
 from session_operator.arbiter import Defaults, Plan, StatusWrite, decide
 from session_operator.cache import ActivityClock
 from session_operator.errors import Conflict, NotFound
@@ -37,19 +38,6 @@ class InvariantViolation(AssertionError):
 
 class Crash(Exception):
     """The operator died between two writes (``World.apply(..., crash_after=N)``)."""
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386, as the API server applies ``application/merge-patch+json``."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
 
 
 class World:

@@ -212,7 +212,8 @@ async def test_a_replica_whose_cache_is_not_filled_allows_and_says_so() -> None:
 
 async def test_a_filled_cache_answers_from_the_target_group() -> None:
     op = operator()
-    op._synced = True
+    for informer in op.informers:  # as after their first listing
+        informer.synced.set()
     holder = {
         "metadata": {"name": "alice-1", "namespace": "team-a", "uid": "a", "resourceVersion": "3", "generation": 1,
                      "creationTimestamp": "2026-11-21T10:00:00Z"},
