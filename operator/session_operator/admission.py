@@ -28,9 +28,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, assert_never
 
-from .model import Claim, DesiredState, InvalidSpecError, OnConflict, Phase, SessionView, Spec, parse_spec
+from . import target
+from .model import Claim, DesiredState, InvalidSpecError, OnConflict, SessionView, Spec, parse_spec
 
 OK = 200
 CONFLICT = 409  # the target is held and this session would be rejected
@@ -86,60 +87,50 @@ def review_create(
     if not (body.get("metadata") or {}).get("creationTimestamp"):
         new = replace(new, created=now)
     group = list(sessions)
-    holder = _holder(group, claim)
+    holder = target.holder(group, claim)
     if holder is None or holder.name == new.name:
         # A free target; or a session of the same name, which the API server refuses
         # (AlreadyExists) after admission, with the right message.
         return ALLOW
-    waiting = [s for s in group if s.phase == Phase.QUEUED and not s.deleting]
+    waiting = target.queue(group)
     if activation_requested(raw_spec):
         return _will_replace(holder, "spec.activateRequest is set")
+    # One branch per policy; mypy fails on a policy added and not answered here.
     policy = spec.on_conflict
-    if policy is OnConflict.REPLACE:
-        return _will_replace(holder, None)
-    if policy is OnConflict.REPLACE_IF_PROFILE_CHANGED:
-        if holder.profile != spec.profile:
-            return _will_replace(holder, f'profile changes from "{holder.profile}" to "{spec.profile}"')
-        return Admission(
-            allowed=False,
-            code=CONFLICT,
-            message=(
-                f"{_held_by(spec, holder)}, the same profile as this session, {_waiting(waiting)}; "
-                f'use session "{holder.name}" — it runs this profile (or change spec.profile, '
-                "or set spec.onConflict to Replace)"
-            ),
-        )
-    if policy is OnConflict.QUEUE:
-        ahead = sum(1 for s in waiting if s.order_key < new.order_key)
-        return Admission(
-            allowed=True,
-            warnings=(
-                f'will queue behind "{holder.name}" (profile "{holder.profile}", active since '
-                f"{_since(holder)}) at expected position {ahead + 1} of {len(waiting) + 1}",
-            ),
-        )
-    return Admission(
-        allowed=False,
-        code=CONFLICT,
-        message=(
-            f"{_held_by(spec, holder)}, {_waiting(waiting)}; archive it, "
-            "or set spec.onConflict to Queue or Replace"
-        ),
-    )
-
-
-def _holder(sessions: list[SessionView], claim: Claim | None) -> SessionView | None:
-    """The session that holds the target: Active, staying (not being deleted, its spec
-    still asks for Active), preferably the one the claim names."""
-    active = [
-        s for s in sessions
-        if s.phase == Phase.ACTIVE and not s.deleting and s.spec is not None and s.spec.state is DesiredState.ACTIVE
-    ]
-    if claim is not None and claim.holder:
-        for session in active:
-            if session.name == claim.holder and claim.holder_uid in (None, session.uid):
-                return session
-    return min(active, key=lambda s: s.order_key) if active else None
+    match policy:
+        case OnConflict.REPLACE:
+            return _will_replace(holder, None)
+        case OnConflict.REPLACE_IF_PROFILE_CHANGED:
+            if holder.profile != spec.profile:
+                return _will_replace(holder, f'profile changes from "{holder.profile}" to "{spec.profile}"')
+            return Admission(
+                allowed=False,
+                code=CONFLICT,
+                message=(
+                    f"{_held_by(spec, holder)}, the same profile as this session, {_waiting(waiting)}; "
+                    f'use session "{holder.name}" — it runs this profile (or change spec.profile, '
+                    "or set spec.onConflict to Replace)"
+                ),
+            )
+        case OnConflict.QUEUE:
+            return Admission(
+                allowed=True,
+                warnings=(
+                    f'will queue behind "{holder.name}" (profile "{holder.profile}", active since '
+                    f"{_since(holder)}) at expected position {target.position(waiting, new)} of {len(waiting) + 1}",
+                ),
+            )
+        case OnConflict.REJECT:
+            return Admission(
+                allowed=False,
+                code=CONFLICT,
+                message=(
+                    f"{_held_by(spec, holder)}, {_waiting(waiting)}; archive it, "
+                    "or set spec.onConflict to Queue or Replace"
+                ),
+            )
+        case _:
+            assert_never(policy)
 
 
 def _since(holder: SessionView) -> str:
@@ -147,10 +138,7 @@ def _since(holder: SessionView) -> str:
 
 
 def _held_by(spec: Spec, holder: SessionView) -> str:
-    return (
-        f'target "{spec.target}" is held by session "{holder.name}" '
-        f'(profile "{holder.profile}", active since {_since(holder)})'
-    )
+    return target.held_by(spec.target, holder, holder.status.get("activeSince"))
 
 
 def _waiting(waiting: list[SessionView]) -> str:

@@ -1,7 +1,7 @@
 """The arbiter: given one target's sessions and its claim, decide everything (pure).
 
 No I/O, no clock: the caller passes ``now`` and plain data (``SessionView``, ``Claim``)
-and gets back a ``Plan``: the status each session should show, the one claim change to
+and gets back a ``plan.Plan``: the status each session should show, the one claim change to
 make, finalizers to add or remove, and sessions due for deletion. The executor applies a
 plan in a fixed order (demote, claim, activate, the rest), each write conditional on the
 resourceVersion the plan was made from, so a plan made on stale data fails rather than
@@ -31,10 +31,11 @@ The decision, in order, for one target group:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, assert_never
 
+from . import target
 from .conditions import Reason, build_conditions
 from .model import (
     TERMINAL_PHASES,
@@ -47,6 +48,7 @@ from .model import (
     format_time,
     parse_time,
 )
+from .plan import ClaimChange, DeleteSession, DropFinalizer, Fence, Plan, StatusWrite, Step, Transition
 
 _STATE_PHASE = {
     DesiredState.INACTIVE: (Phase.INACTIVE, Reason.INACTIVE),
@@ -85,112 +87,6 @@ class Defaults:
 
 # A target whose waiting sessions are not all refreshed yet is decided again this much later.
 QUEUE_REFRESH_INTERVAL = timedelta(seconds=1)
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    """A change of phase (or of reason within it) worth an Event and a metric."""
-
-    outcome: str  # the Ready reason, e.g. Acquired, Queued, TargetBusy
-    event_reason: str | None
-    event_type: str
-    message: str
-    first_decision: bool  # the session had no phase before: observe decision latency
-
-
-@dataclass(frozen=True, slots=True)
-class StatusWrite:
-    """Write ``status`` to a session, conditional on the resourceVersion it was decided on."""
-
-    session: SessionView
-    status: dict[str, Any] = field(hash=False)
-    transition: Transition | None
-    # "demote": leaves Active (or is the claim holder losing the claim), written before
-    # the claim changes; "activate": becomes Active, written after; "other": anything else.
-    kind: Literal["demote", "activate", "other"]
-
-
-@dataclass(frozen=True, slots=True)
-class Fence:
-    """A status write with no change, conditional on ``session``'s resourceVersion: "the
-    claim holder is still as this plan saw it". Comes before the claim moves away from a
-    holder that has no status write of its own in the plan."""
-
-    session: SessionView
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimChange:
-    op: Literal["create", "transfer", "confirm", "release"]
-    holder: SessionView | None  # None for release
-    claim: Claim | None  # the claim the change is conditional on (None for create)
-
-
-@dataclass(frozen=True, slots=True)
-class DropFinalizer:
-    """Remove the finalizer that earlier versions put on sessions (see model.LEGACY_FINALIZER)."""
-
-    session: SessionView
-
-
-@dataclass(frozen=True, slots=True)
-class DeleteSession:
-    """Retention: delete exactly this object (uid and resourceVersion preconditions)."""
-
-    session: SessionView
-
-
-Step = StatusWrite | Fence | ClaimChange | DropFinalizer | DeleteSession
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """What to write, as data: ``stages`` run one after the other, in order; the steps of
-    one stage are independent of each other and may run in any order, or at once.
-
-    The order of stages is the safety protocol (rule 1 at every instant):
-
-    1. demotions: sessions leaving Active, and the claim holder the claim moves away
-       from (its demotion, or a ``Fence``), each conditional on the version decided on;
-    2. the one claim change (create / transfer / confirm / release), conditional;
-    3. the activation, if any;
-    4. every other status write, and legacy finalizer removals;
-    5. retention deletions.
-
-    A step that loses its race (409) ends the plan: the caller re-reads and decides again.
-    """
-
-    stages: tuple[tuple[Step, ...], ...] = ()
-    next_due: datetime | None = None
-    refreshes: int = 0  # status writes of the queue-truth refresh (within the refresh budget)
-
-    @property
-    def empty(self) -> bool:
-        return not self.stages
-
-    @property
-    def steps(self) -> list[Step]:
-        return [step for stage in self.stages for step in stage]
-
-    @property
-    def writes(self) -> list[StatusWrite]:
-        return [step for step in self.steps if isinstance(step, StatusWrite)]
-
-    @property
-    def claim_change(self) -> ClaimChange | None:
-        return next((step for step in self.steps if isinstance(step, ClaimChange)), None)
-
-    @property
-    def fence(self) -> SessionView | None:
-        return next((step.session for step in self.steps if isinstance(step, Fence)), None)
-
-    @property
-    def delete(self) -> list[SessionView]:
-        return [step.session for step in self.steps if isinstance(step, DeleteSession)]
-
-    @property
-    def drop_finalizer(self) -> list[SessionView]:
-        return [step.session for step in self.steps if isinstance(step, DropFinalizer)]
 
 
 @dataclass(slots=True)
@@ -258,12 +154,8 @@ class _Group:
     # --- messages --------------------------------------------------------------------------
 
     def held_by(self) -> str:
-        holder = self.holder
-        assert holder is not None
-        return (
-            f'target "{self.target}" is held by session "{holder.name}" '
-            f'(profile "{holder.profile}", active since {self.holder_since})'
-        )
+        assert self.holder is not None
+        return target.held_by(self.target, self.holder, self.holder_since)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -294,7 +186,7 @@ def decide(
     """Decide one target group. ``sessions`` are all sessions of one (namespace, target)."""
     group = _Group(list(sessions), claim, now, defaults or Defaults())
     live = [s for s in group.sessions if not s.deleting]
-    claim_holder = _claim_holder(group.sessions, claim)
+    claim_holder = target.named_by_claim(group.sessions, claim)
 
     undecided: list[SessionView] = []
     handled: set[str] = set()
@@ -302,7 +194,7 @@ def decide(
     if claim_holder is not None and not claim_holder.deleting:
         if claim_holder.decided and claim_holder.phase != Phase.ACTIVE:
             pass  # decided and not Active: a leftover claim (crash between writes); released below
-        elif _wants_target(claim_holder):
+        elif target.wants_target(claim_holder):
             _keep_holder(group, claim_holder)
             handled.add(claim_holder.uid)
         else:
@@ -324,7 +216,9 @@ def decide(
                 ),
             )
 
-    # 2. Decided sessions keep their phase; time may move them on.
+    # 2. Decided sessions keep their phase; time may move them on. With no claim naming a
+    # session (lost, or not seen yet), the holder is the one the target module names.
+    unclaimed_holder = target.holder(live, None) if claim_holder is None else None
     queue: list[SessionView] = []
     for session in live:
         if session.uid in handled:
@@ -336,7 +230,7 @@ def decide(
         if phase == Phase.ACTIVE and session is not claim_holder:
             # Active without the claim (the claim was lost or taken): if nobody holds the
             # claim it simply takes it again; otherwise it is decided afresh.
-            if claim_holder is None and group.holder is None and _wants_target(session):
+            if claim_holder is None and group.holder is None and session is unclaimed_holder:
                 _keep_holder(group, session)
             else:
                 undecided.append(session)
@@ -368,19 +262,6 @@ def decide(
         next_due=min(group.due) if group.due else None,
         refreshes=group.refreshes,
     )
-
-
-def _claim_holder(sessions: Sequence[SessionView], claim: Claim | None) -> SessionView | None:
-    if claim is None or not claim.holder:
-        return None
-    for session in sessions:
-        if session.name == claim.holder and (claim.holder_uid in (None, session.uid)):
-            return session
-    return None
-
-
-def _wants_target(session: SessionView) -> bool:
-    return session.spec is not None and session.spec.state is DesiredState.ACTIVE
 
 
 def _keep_holder(group: _Group, session: SessionView) -> None:
@@ -564,37 +445,42 @@ def _evaluate(group: _Group, session: SessionView, queue: list[SessionView]) -> 
     if holder is None or holder is session:
         _activate(group, session, Reason.ACQUIRED, _acquired_message(session))
         return
-    if policy is OnConflict.REPLACE_IF_PROFILE_CHANGED:
-        if holder.profile == spec.profile:
+    # Every policy has its branch: mypy fails on a value added to OnConflict and not
+    # handled here (assert_never), instead of it being rejected by a fall-through.
+    match policy:
+        case OnConflict.REPLACE_IF_PROFILE_CHANGED:
+            if holder.profile == spec.profile:
+                _leave(
+                    group,
+                    session,
+                    Phase.REJECTED,
+                    Reason.DUPLICATE_PROFILE,
+                    f'{group.held_by()} with the same profile; use session "{holder.name}" (ReplaceIfProfileChanged '
+                    "replaces only a holder whose profile differs), or archive it, or change spec.profile or "
+                    "spec.onConflict",
+                    fields={"holder": _holder_info(holder, group.holder_since)},
+                )
+                return
+            _replace(group, holder, session, Reason.PROFILE_CHANGED)
+        case OnConflict.REPLACE:
+            _replace(group, holder, session, Reason.REPLACED, on_request=activation is not None)
+        case OnConflict.QUEUE:
+            group.set(
+                session,
+                _Outcome(Phase.QUEUED, Reason.QUEUED, "", {"holder": _holder_info(holder, group.holder_since)}),
+            )
+            queue.append(session)
+        case OnConflict.REJECT:
             _leave(
                 group,
                 session,
                 Phase.REJECTED,
-                Reason.DUPLICATE_PROFILE,
-                f'{group.held_by()} with the same profile; use session "{holder.name}" (ReplaceIfProfileChanged '
-                "replaces only a holder whose profile differs), or archive it, or change spec.profile or "
-                "spec.onConflict",
+                Reason.TARGET_BUSY,
+                f"{group.held_by()}; archive it, or set spec.onConflict to Queue or Replace",
                 fields={"holder": _holder_info(holder, group.holder_since)},
             )
-            return
-        _replace(group, holder, session, Reason.PROFILE_CHANGED)
-    elif policy is OnConflict.REPLACE:
-        _replace(group, holder, session, Reason.REPLACED, on_request=activation is not None)
-    elif policy is OnConflict.QUEUE:
-        group.set(
-            session,
-            _Outcome(Phase.QUEUED, Reason.QUEUED, "", {"holder": _holder_info(holder, group.holder_since)}),
-        )
-        queue.append(session)
-    else:
-        _leave(
-            group,
-            session,
-            Phase.REJECTED,
-            Reason.TARGET_BUSY,
-            f"{group.held_by()}; archive it, or set spec.onConflict to Queue or Replace",
-            fields={"holder": _holder_info(holder, group.holder_since)},
-        )
+        case _:
+            assert_never(policy)
 
 
 def _replace(
@@ -816,14 +702,3 @@ def _status(group: _Group, session: SessionView, outcome: _Outcome) -> dict[str,
 def _same_status(current: dict[str, Any], desired: dict[str, Any]) -> bool:
     keys = set(current) | set(desired)
     return all(current.get(k) == desired.get(k) for k in keys)
-
-
-def status_patch(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
-    """The merge patch that turns ``current`` into ``desired`` (removed keys become null)."""
-    patch: dict[str, Any] = {}
-    for key in set(current) | set(desired):
-        if key not in desired:
-            patch[key] = None
-        elif current.get(key) != desired[key]:
-            patch[key] = desired[key]
-    return patch

@@ -1,6 +1,6 @@
 """Performs a plan's steps, stage by stage, each write conditional: the one executor.
 
-The arbiter says what to write and in which order (``arbiter.Plan``: stages run one
+The arbiter says what to write and in which order (``plan.Plan``: stages run one
 after the other; the steps of one stage are independent). This module performs exactly
 that, against anything that speaks ``WriteApi``: ``kube.Kube`` in the operator, an
 in-memory fake in the property tests, so the properties check the code that runs.
@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from .arbiter import ClaimChange, DeleteSession, DropFinalizer, Fence, Plan, StatusWrite, Step, status_patch
 from .cache import TargetKey
 from .errors import Conflict, NotFound
 from .model import (
@@ -37,6 +36,7 @@ from .model import (
     claim_name,
     format_micro_time,
 )
+from .plan import ClaimChange, DeleteSession, DropFinalizer, Fence, Plan, StatusWrite, Step, status_patch
 
 
 class WriteApi(Protocol):

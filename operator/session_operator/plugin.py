@@ -39,6 +39,7 @@ from typing import Any, NoReturn
 import yaml
 
 from . import __version__
+from . import target as target_rules
 from .errors import ApiError
 from .kube import MERGE_PATCH, Kube
 from .model import (
@@ -46,9 +47,11 @@ from .model import (
     GROUP,
     PLURAL,
     VERSION,
+    Claim,
     InvalidSpecError,
     Phase,
     SessionView,
+    claim_name,
     format_time,
     parse_duration,
     parse_time,
@@ -244,36 +247,46 @@ class TargetView:
     sessions: int = 0
 
 
-def target_views(items: Iterable[Mapping[str, Any]], target: str, now: datetime) -> list[TargetView]:
-    """The target's holder and queue in every namespace that has sessions for it."""
+def target_views(
+    items: Iterable[Mapping[str, Any]], target: str, now: datetime, claims: Mapping[str, Claim | None] | None = None
+) -> list[TargetView]:
+    """The target's holder and queue in every namespace that has sessions for it, as the
+    target module answers them (``claims``: the target's claim per namespace, where the
+    user may read it)."""
     by_namespace: dict[str, list[Mapping[str, Any]]] = {}
     for item in items:
         if (item.get("spec") or {}).get("target") == target:
             namespace = (item.get("metadata") or {}).get("namespace") or ""
             by_namespace.setdefault(namespace, []).append(item)
-    return [_target_view(namespace, target, group, now) for namespace, group in sorted(by_namespace.items())]
+    return [
+        _target_view(namespace, target, group, now, (claims or {}).get(namespace))
+        for namespace, group in sorted(by_namespace.items())
+    ]
 
 
-def _target_view(namespace: str, target: str, items: list[Mapping[str, Any]], now: datetime) -> TargetView:
+def _target_view(
+    namespace: str, target: str, items: list[Mapping[str, Any]], now: datetime, claim: Claim | None
+) -> TargetView:
     view = TargetView(namespace, target, sessions=len(items))
-    active = [i for i in items if (i.get("status") or {}).get("phase") == Phase.ACTIVE]
-    if active:
-        holder = min(active, key=lambda i: (i.get("status") or {}).get("activeSince") or "")
-        status = holder.get("status") or {}
+    pairs = [(SessionView.from_body(i), i) for i in items]
+    views = [session for session, _ in pairs]
+    item_of = {id(session): item for session, item in pairs}
+    holder = target_rules.holder(views, claim)
+    if holder is not None:
+        status = holder.status
         idle = parse_time(status.get("idleDeadline"))
         view.holder = {
-            "name": holder["metadata"]["name"],
-            "uid": holder["metadata"].get("uid"),
-            "profile": (holder.get("spec") or {}).get("profile") or "",
+            "name": holder.name,
+            "uid": holder.uid,
+            "profile": holder.profile,
             "activeSince": status.get("activeSince"),
             "heldForSeconds": _seconds(_since(status.get("activeSince"), now)),
             "lastActivityTime": status.get("lastActivityTime"),
             "idleDeadline": status.get("idleDeadline"),
             "idleInSeconds": None if idle is None else _seconds((idle - now).total_seconds()),
         }
-    waiting = [i for i in items if (i.get("status") or {}).get("phase") == Phase.QUEUED]
-    ordered = sorted(((SessionView.from_body(i), i) for i in waiting), key=lambda pair: pair[0].order_key)
-    for position, (session, item) in enumerate(ordered, start=1):
+    for position, session in enumerate(target_rules.queue(views), start=1):
+        item = item_of[id(session)]
         status = item.get("status") or {}
         view.queue.append({
             "position": position,
@@ -349,14 +362,17 @@ def render_who(views: list[TargetView], all_namespaces: bool) -> str:
     return out
 
 
-def why_paragraph(body: Mapping[str, Any], siblings: Iterable[Mapping[str, Any]], now: datetime) -> str:
+def why_paragraph(
+    body: Mapping[str, Any], siblings: Iterable[Mapping[str, Any]], now: datetime, claim: Claim | None = None
+) -> str:
     """The session's decision in one paragraph, from its phase, conditions and the live
     holder and queue of its target (``siblings``: the sessions of its namespace)."""
     metadata = body.get("metadata") or {}
     name, namespace = metadata.get("name", ""), metadata.get("namespace", "")
     spec, status = body.get("spec") or {}, body.get("status") or {}
     target = spec.get("target", "")
-    views = target_views([*[s for s in siblings if (s.get("metadata") or {}).get("name") != name], body], target, now)
+    views = target_views([*[s for s in siblings if (s.get("metadata") or {}).get("name") != name], body], target, now,
+                         {namespace: claim})
     view = next((v for v in views if v.namespace == namespace), TargetView(namespace, target))
     holder = view.holder
     phase = status.get("phase")
@@ -535,6 +551,18 @@ class Client:
     async def get(self, namespace: str, name: str) -> dict[str, Any]:
         return await self._call("get", namespace, name, "GET", sessions_path(namespace, name))
 
+    async def claim(self, namespace: str, target: str) -> Claim | None:
+        """The target's claim Lease, which names the holder; None where there is none or
+        the user may not read Leases (the holder is then the Active session, see target.py)."""
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{claim_name(target)}"
+        try:
+            return Claim.from_body(await self.kube.request("GET", path))
+        except ApiError:
+            return None
+
+    async def claims(self, namespaces: Iterable[str], target: str) -> dict[str, Claim | None]:
+        return {namespace: await self.claim(namespace, target) for namespace in namespaces}
+
     async def patch(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         return await self._call("patch", namespace, name, "PATCH", sessions_path(namespace, name),
                                 body=dict(patch), content_type=MERGE_PATCH)
@@ -557,7 +585,9 @@ class Result:
 async def run_who(client: Client, args: argparse.Namespace, namespace: str | None) -> Result:
     items = await client.list(namespace)
     now = datetime.now(UTC)
-    views = target_views(items, args.target, now)
+    namespaces = {(i.get("metadata") or {}).get("namespace") or "" for i in items
+                  if (i.get("spec") or {}).get("target") == args.target}
+    views = target_views(items, args.target, now, await client.claims(sorted(namespaces), args.target))
     document = who_document(views, args.target, namespace)
     if not views:
         where = f'namespace "{namespace}"' if namespace else "any namespace"
@@ -569,7 +599,8 @@ async def run_who(client: Client, args: argparse.Namespace, namespace: str | Non
 async def run_why(client: Client, args: argparse.Namespace, namespace: str) -> Result:
     body = await client.get(namespace, args.name)
     siblings = await client.list(namespace)
-    paragraph = why_paragraph(body, siblings, datetime.now(UTC))
+    claim = await client.claim(namespace, str((body.get("spec") or {}).get("target") or ""))
+    paragraph = why_paragraph(body, siblings, datetime.now(UTC), claim)
     return Result(paragraph, why_document(body, paragraph))
 
 

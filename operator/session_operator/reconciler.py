@@ -25,13 +25,14 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from . import logs
-from .arbiter import ClaimChange, Defaults, StatusWrite, decide
+from .arbiter import Defaults, decide
 from .cache import ClusterView, TargetKey
 from .errors import ApiError, NotFound
 from .events import EventPoster
 from .executor import Executor, LostRace, WriteApi
 from .metrics import Metrics
 from .model import Claim, Phase, SessionView, claim_name
+from .plan import ClaimChange, StatusWrite
 from .workqueue import RetryLater
 
 log = logging.getLogger(__name__)

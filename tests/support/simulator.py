@@ -22,11 +22,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kube_emulator.api import merge_patch  # RFC 7386, as the API server applies it
-from session_operator.arbiter import Defaults, Plan, StatusWrite, decide
+from session_operator.arbiter import Defaults, decide
 from session_operator.cache import ActivityClock
 from session_operator.errors import Conflict, NotFound
 from session_operator.executor import Executor, TargetKey
 from session_operator.model import Claim, Phase, SessionView, format_time
+from session_operator.plan import Plan, StatusWrite
 
 T0 = datetime(2026, 11, 21, 10, 0, 0, tzinfo=UTC)
 NAMESPACE = "ns"

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from session_operator.arbiter import Defaults, decide, status_patch
+from session_operator.arbiter import Defaults, decide
 from session_operator.model import LEGACY_FINALIZER, Phase
+from session_operator.plan import status_patch
 from support.simulator import T0, InvariantViolation, World
 
 
