@@ -43,7 +43,9 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 ENV_PREFIX = str(Settings.model_config.get("env_prefix") or "SESSION_OPERATOR_")
 # Flags whose name is not simply the field's name with dashes.
 FLAG_NAMES = {"namespaces": "--namespace"}
-METAVARS = {"namespaces": "NS", "default_archive_after": "DURATION", "default_delete_after": "DURATION"}
+METAVARS = {"namespaces": "NS"}
+# Durations: 15s, 1m30s or plain seconds (parsed by Settings).
+DURATION_FIELDS = ("lease_duration", "renew_deadline", "retry_period", "default_archive_after", "default_delete_after")
 
 
 class Runtime(Protocol):
@@ -81,6 +83,8 @@ def _default_text(field: str) -> str:
         return ",".join(value) if value else "none"
     if value == "":
         return '""'
+    if field in DURATION_FIELDS and isinstance(value, float):
+        return f"{value:g}s"
     return str(value)
 
 
@@ -92,8 +96,8 @@ def _help_of(field: str) -> str:
 def _metavar_of(field: str, annotation: Any) -> str:
     if field in METAVARS:
         return METAVARS[field]
-    if annotation is float:
-        return "SECONDS"
+    if field in DURATION_FIELDS:
+        return "DURATION"
     if field.endswith("_port"):
         return "PORT"
     if annotation is int:
@@ -178,7 +182,8 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
             message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
             where = _where(field, given, env) if field in Settings.model_fields else field or "settings"
             value = error.get("input")
-            shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
+            quoted = isinstance(value, str) and f'"{value}"' in message  # the message shows it already
+            shown = f" (got {value!r})" if isinstance(value, str | int | float) and not quoted else ""
             problems.append(f"{where}: {message}{shown}")
         raise UsageError("; ".join(problems)) from None
     except SettingsError as e:
