@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="A Kubernetes operator that keeps at most one active Session per target.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument(
+        "--version", action="version", version=_distribution_version_text(), help="Print the version and exit."
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run = commands.add_parser(
         "run",
@@ -327,6 +330,14 @@ def _version_text() -> str:
     except metadata.PackageNotFoundError:
         kopf_version = "unknown"
     return f"{PROG} {__version__} (kopf {kopf_version}, Python {sys.version.split()[0]})"
+
+
+def _distribution_version_text() -> str:
+    try:
+        version = metadata.version(PROG)
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        version = __version__
+    return f"{PROG} {version}"
 
 
 def _fail_usage(message: str) -> NoReturn:

@@ -19,6 +19,7 @@ import sys
 import types
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -278,6 +279,13 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = exit_of(["version"], capsys)
     assert code == 0
     assert out.startswith(f"session-operator {session_operator.__version__}")
+
+
+def test_version_flag_prints_the_distribution_version(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = exit_of(["--version"], capsys)
+    assert code == 0
+    assert out == f"session-operator {metadata.version('session-operator')}\n"
+    assert err == ""
 
 
 def test_no_command_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
