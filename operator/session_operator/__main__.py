@@ -43,7 +43,9 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 ENV_PREFIX = str(Settings.model_config.get("env_prefix") or "SESSION_OPERATOR_")
 # Flags whose name is not simply the field's name with dashes.
 FLAG_NAMES = {"namespaces": "--namespace"}
-METAVARS = {"namespaces": "NS", "default_archive_after": "DURATION", "default_delete_after": "DURATION"}
+METAVARS = {"namespaces": "NS"}
+# Durations: 15s, 1m30s or plain seconds (parsed by Settings).
+DURATION_FIELDS = ("lease_duration", "renew_deadline", "retry_period", "default_archive_after", "default_delete_after")
 
 
 class Runtime(Protocol):
@@ -81,6 +83,8 @@ def _default_text(field: str) -> str:
         return ",".join(value) if value else "none"
     if value == "":
         return '""'
+    if field in DURATION_FIELDS and isinstance(value, float):
+        return f"{value:g}s"
     return str(value)
 
 
@@ -92,8 +96,8 @@ def _help_of(field: str) -> str:
 def _metavar_of(field: str, annotation: Any) -> str:
     if field in METAVARS:
         return METAVARS[field]
-    if annotation is float:
-        return "SECONDS"
+    if field in DURATION_FIELDS:
+        return "DURATION"
     if field.endswith("_port"):
         return "PORT"
     if annotation is int:
@@ -122,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="A Kubernetes operator that keeps at most one active Session per target.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=_distribution_version_text(), help="Print the version and exit."
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run = commands.add_parser(
@@ -178,7 +185,8 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
             message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
             where = _where(field, given, env) if field in Settings.model_fields else field or "settings"
             value = error.get("input")
-            shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
+            quoted = isinstance(value, str) and f'"{value}"' in message  # the message shows it already
+            shown = f" (got {value!r})" if isinstance(value, str | int | float) and not quoted else ""
             problems.append(f"{where}: {message}{shown}")
         raise UsageError("; ".join(problems)) from None
     except SettingsError as e:
@@ -322,6 +330,14 @@ def _version_text() -> str:
     except metadata.PackageNotFoundError:
         kopf_version = "unknown"
     return f"{PROG} {__version__} (kopf {kopf_version}, Python {sys.version.split()[0]})"
+
+
+def _distribution_version_text() -> str:
+    try:
+        version = metadata.version(PROG)
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        version = __version__
+    return f"{PROG} {version}"
 
 
 def _fail_usage(message: str) -> NoReturn:

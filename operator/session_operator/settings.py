@@ -7,13 +7,14 @@ descriptions so the two never drift apart.
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .model import InvalidSpecError, parse_duration
+from .model import MAX_DURATION, InvalidSpecError, format_duration, parse_duration
 
 
 class Settings(BaseSettings):
@@ -37,15 +38,15 @@ class Settings(BaseSettings):
         description="Name of the leader-election Lease.",
     )
     lease_duration: float = Field(
-        default=15.0, gt=0, description="Seconds a leader Lease is valid without renewal."
+        default=15.0, gt=0, description="How long a leader Lease is valid without renewal."
     )
     renew_deadline: float = Field(
         default=10.0,
         gt=0,
-        description="Seconds the leader keeps trying to renew before it stops acting (< lease duration).",
+        description="How long the leader keeps trying to renew before it stops acting (< lease duration).",
     )
     retry_period: float = Field(
-        default=2.0, gt=0, description="Seconds between leader-election attempts and renewals."
+        default=2.0, gt=0, description="Time between leader-election attempts and renewals."
     )
     identity: str = Field(
         default="",
@@ -120,6 +121,14 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("lease_duration", "renew_deadline", "retry_period", mode="before")
+    @classmethod
+    def _seconds_of_duration(cls, value: object) -> object:
+        # Floats of seconds for their consumers; given as 15s, 1m30s or plain seconds.
+        if isinstance(value, str):
+            return parse_setting_duration(value).total_seconds()
+        return value
+
     @field_validator("webhook_cert_file", "webhook_key_file")
     @classmethod
     def _webhook_needs_tls(cls, value: str, info: ValidationInfo) -> str:
@@ -130,29 +139,48 @@ class Settings(BaseSettings):
     @field_validator("default_archive_after")
     @classmethod
     def _check_archive_after(cls, value: str) -> str:
-        _parse_setting_duration("default_archive_after", value)
+        parse_setting_duration(value)
         return value
 
     @field_validator("default_delete_after")
     @classmethod
     def _check_delete_after(cls, value: str) -> str:
         if value:
-            _parse_setting_duration("default_delete_after", value)
+            parse_setting_duration(value)
         return value
 
     @property
     def archive_after(self) -> timedelta:
-        return parse_duration(self.default_archive_after, "default_archive_after")
+        return parse_setting_duration(self.default_archive_after)
 
     @property
     def delete_after(self) -> timedelta | None:
         if not self.default_delete_after:
             return None
-        return parse_duration(self.default_delete_after, "default_delete_after")
+        return parse_setting_duration(self.default_delete_after)
 
 
-def _parse_setting_duration(name: str, value: str) -> timedelta:
+DURATION_FORMS = "use forms like 15s, 1m30s, or plain seconds such as 15 or 0.5"
+
+
+def parse_setting_duration(text: str) -> timedelta:
+    """A duration setting: the CRD's forms (``15s``, ``1m30s``, ``168h``) or plain seconds
+    (``15``, ``0.5``). The ValueError's message quotes the value; the caller names the flag."""
+    value = text.strip()
     try:
-        return parse_duration(value, name)
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(f'"{text}" is not a duration ({DURATION_FORMS})')
+        if seconds > MAX_DURATION.total_seconds():
+            raise ValueError(f'duration "{text}" is out of range (at most {format_duration(MAX_DURATION)})')
+        return timedelta(seconds=seconds)
+    try:
+        return parse_duration(value, "")
     except InvalidSpecError as e:
-        raise ValueError(e.message) from e
+        detail = e.message.removeprefix(": ")
+        if "out of range" not in detail:
+            detail = f'"{text}" is not a duration ({DURATION_FORMS})'
+        raise ValueError(detail) from e

@@ -18,6 +18,8 @@ import subprocess
 import sys
 import types
 from collections.abc import Iterator, Mapping
+from datetime import timedelta
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +120,91 @@ def test_every_setting_has_a_flag_and_unset_flags_pass_nothing() -> None:
         assert cli.flag_of(field) in run_parser._option_string_actions
 
 
+# Durations: 15s, 1m30s or plain seconds, for every duration flag and variable -----------------
+
+# (field, flag, value, the setting it gives); each given alone, so the timings stay consistent.
+DURATION_CASES = [
+    ("lease_duration", "--lease-duration", "15s", 15.0),
+    ("lease_duration", "--lease-duration", "1m30s", 90.0),
+    ("lease_duration", "--lease-duration", "20", 20.0),
+    ("renew_deadline", "--renew-deadline", "12s", 12.0),
+    ("renew_deadline", "--renew-deadline", "0m12.5s", 12.5),
+    ("renew_deadline", "--renew-deadline", "4", 4.0),
+    ("retry_period", "--retry-period", "3s", 3.0),
+    ("retry_period", "--retry-period", "0m1s", 1.0),
+    ("retry_period", "--retry-period", "2", 2.0),
+    ("retry_period", "--retry-period", "0.5", 0.5),
+    ("default_archive_after", "--default-archive-after", "15s", timedelta(seconds=15)),
+    ("default_archive_after", "--default-archive-after", "1m30s", timedelta(seconds=90)),
+    ("default_archive_after", "--default-archive-after", "2", timedelta(seconds=2)),
+    ("default_delete_after", "--default-delete-after", "15s", timedelta(seconds=15)),
+    ("default_delete_after", "--default-delete-after", "1m30s", timedelta(seconds=90)),
+    ("default_delete_after", "--default-delete-after", "2", timedelta(seconds=2)),
+]
+
+
+
+def duration_of(settings: Settings, field: str) -> object:
+    """What consumers read: floats of seconds for leader election, timedeltas for retention."""
+    consumed = {"default_archive_after": "archive_after", "default_delete_after": "delete_after"}
+    return getattr(settings, consumed.get(field, field))
+
+
+@pytest.mark.parametrize(("field", "flag", "value", "expected"), DURATION_CASES)
+def test_duration_flags_take_go_durations_and_plain_seconds(
+    field: str, flag: str, value: str, expected: object
+) -> None:
+    got = duration_of(settings_of(flag, value), field)
+    assert got == expected
+    assert type(got) is type(expected)
+
+
+@pytest.mark.parametrize(("field", "flag", "value", "expected"), DURATION_CASES)
+def test_duration_env_vars_take_go_durations_and_plain_seconds(
+    field: str, flag: str, value: str, expected: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(cli.env_of(field), value)
+    got = duration_of(settings_of(), field)
+    assert got == expected
+    assert type(got) is type(expected)
+
+
+def test_readme_lease_duration_example_works() -> None:
+    settings = settings_of("--lease-duration", "6s", "--renew-deadline", "4s", "--retry-period", "1s")
+    assert (settings.lease_duration, settings.renew_deadline, settings.retry_period) == (6.0, 4.0, 1.0)
+
+
+DURATION_FIELDS = ["lease_duration", "renew_deadline", "retry_period", "default_archive_after", "default_delete_after"]
+BAD_DURATIONS = ["6 seconds", "soon", "-5", "15x", "inf"]
+
+
+@pytest.mark.parametrize("field", DURATION_FIELDS)
+@pytest.mark.parametrize("bad", BAD_DURATIONS)
+@pytest.mark.parametrize("via", ["flag", "env"])
+def test_bad_duration_exits_2_with_a_clear_message(
+    field: str, bad: str, via: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if via == "flag":
+        argv, where = [cli.flag_of(field), bad], cli.flag_of(field)
+    else:
+        monkeypatch.setenv(cli.env_of(field), bad)
+        argv, where = [], cli.env_of(field)
+    code, _, err = exit_of(["run", *argv], capsys)
+    assert code == 2
+    assert err == (
+        f'session-operator: error: {where}: "{bad}" is not a duration '
+        "(use forms like 15s, 1m30s, or plain seconds such as 15 or 0.5)\n"
+    )
+
+
+def test_duration_help_shows_the_forms(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = exit_of(["run", "--help"], capsys)
+    for field in DURATION_FIELDS:
+        assert f"{cli.flag_of(field)} DURATION" in out
+    flat = " ".join(out.split())
+    assert "default: 15s]" in flat and "default: 10s]" in flat and "default: 2s]" in flat
+
+
 # Errors -----------------------------------------------------------------------------------
 
 
@@ -192,6 +279,13 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = exit_of(["version"], capsys)
     assert code == 0
     assert out.startswith(f"session-operator {session_operator.__version__}")
+
+
+def test_version_flag_prints_the_distribution_version(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = exit_of(["--version"], capsys)
+    assert code == 0
+    assert out == f"session-operator {metadata.version('session-operator')}\n"
+    assert err == ""
 
 
 def test_no_command_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
