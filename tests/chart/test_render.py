@@ -75,12 +75,13 @@ def test_chart_metadata() -> None:
     assert project_version and meta["appVersion"] == project_version.group(1)
 
 
-def test_helm_installs_the_same_crd() -> None:
-    """Helm installs crds/ before the templates (and never upgrades or deletes it)."""
-    (crd,) = chart.chart().crds
-    assert crd["filename"] == "session-operator/crds/sessions.session-operator.io.yaml"
-    source = CHART_DIR.parents[1] / "crds" / "sessions.session-operator.io.yaml"
-    assert crd["data"] == source.read_text(encoding="utf-8")
+def test_helm_installs_the_same_crds() -> None:
+    """Helm installs crds/ before the templates (and never upgrades or deletes them)."""
+    crds = {crd["filename"]: crd["data"] for crd in chart.chart().crds}
+    sources = sorted((CHART_DIR.parents[1] / "crds").glob("*.yaml"))
+    assert sorted(crds) == [f"session-operator/crds/{source.name}" for source in sources]
+    for source in sources:
+        assert crds[f"session-operator/crds/{source.name}"] == source.read_text(encoding="utf-8")
 
 
 def test_strict_validation_refuses_unknown_fields() -> None:

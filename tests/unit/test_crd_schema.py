@@ -202,15 +202,17 @@ def test_status_is_a_subresource() -> None:
 
 def test_printer_columns_in_contract_order() -> None:
     columns = version()["additionalPrinterColumns"]
-    assert [(c["name"], c["type"], c["jsonPath"]) for c in columns] == [
+    default = [c for c in columns if c.get("priority", 0) == 0]
+    assert [(c["name"], c["type"], c["jsonPath"]) for c in default] == [
         ("Target", "string", ".spec.target"),
         ("Profile", "string", ".spec.profile"),
         ("Phase", "string", ".status.phase"),
         ("Holder", "string", ".status.holder.name"),
         ("Age", "date", ".metadata.creationTimestamp"),
     ]
-    # All shown by default (priority 0), each explained.
-    assert all(c.get("priority", 0) == 0 for c in columns)
+    # Beyond the contract's columns, only `-o wide` ones (priority 1): the owner.
+    wide = [(c["name"], c["jsonPath"], c.get("priority")) for c in columns if c not in default]
+    assert wide == [("Owner", ".spec.owner.username", 1)]
     assert all(c.get("description", "").strip() for c in columns)
     holder = next(c for c in columns if c["name"] == "Holder")
     assert "in the way" in holder["description"]
@@ -296,6 +298,7 @@ def test_spec_fields_are_the_contract() -> None:
         "priority",
         "state",
         "activateRequest",
+        "owner",
         *DURATION_FIELDS,
     }
 
@@ -311,6 +314,7 @@ def test_status_fields_are_the_contract() -> None:
         "replacedBy",
         "replaces",
         "activateRequest",
+        "limits",
     }
 
 
