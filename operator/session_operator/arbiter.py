@@ -41,14 +41,19 @@ from .model import (
     TERMINAL_PHASES,
     Claim,
     DesiredState,
+    InvalidSpecError,
     OnConflict,
+    Owner,
     Phase,
     SessionView,
     format_duration,
     format_time,
+    parse_duration,
     parse_time,
+    same_owner,
 )
 from .plan import ClaimChange, DeleteSession, DropFinalizer, Fence, Plan, StatusWrite, Step, Transition
+from .policy import NO_COUNTS, NO_GOVERNANCE, Governance, violation
 
 _STATE_PHASE = {
     DesiredState.INACTIVE: (Phase.INACTIVE, Reason.INACTIVE),
@@ -71,7 +76,14 @@ _EVENTS: dict[tuple[Phase, Reason], tuple[str, str]] = {
     (Phase.ARCHIVED, Reason.REQUESTED): ("Archived", "Normal"),
     (Phase.ARCHIVED, Reason.RETENTION): ("Archived", "Normal"),
     (Phase.INVALID, Reason.INVALID_SPEC): ("Invalid", "Warning"),
+    (Phase.INVALID, Reason.POLICY_VIOLATION): ("Invalid", "Warning"),
+    (Phase.REJECTED, Reason.NOT_PERMITTED): ("Rejected", "Warning"),
+    (Phase.REJECTED, Reason.OWNER_LIMIT): ("Rejected", "Warning"),
+    (Phase.REJECTED, Reason.PROTECTED): ("Rejected", "Warning"),
 }
+
+# The permission that taking a target from another owner's session needs (RBAC).
+PREEMPT_VERB = "preempt"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +127,16 @@ class _Group:
     """Working state while deciding one target group."""
 
     def __init__(
-        self, sessions: Sequence[SessionView], claim: Claim | None, now: datetime, defaults: Defaults
+        self,
+        sessions: Sequence[SessionView],
+        claim: Claim | None,
+        now: datetime,
+        defaults: Defaults,
+        governance: Governance = NO_GOVERNANCE,
     ) -> None:
         self.sessions = sessions
+        self.governance = governance
+        self.asks: set[Owner] = set()  # permissions needed and not known
         self.claim = claim
         self.now = now
         self.stamp = format_time(now)
@@ -182,9 +201,14 @@ def decide(
     claim: Claim | None,
     now: datetime,
     defaults: Defaults | None = None,
+    governance: Governance = NO_GOVERNANCE,
 ) -> Plan:
-    """Decide one target group. ``sessions`` are all sessions of one (namespace, target)."""
-    group = _Group(list(sessions), claim, now, defaults or Defaults())
+    """Decide one target group. ``sessions`` are all sessions of one (namespace, target).
+
+    ``governance``: the SessionPolicies that select the target, the per-owner counts
+    their caps need, and the preempt permissions known so far. When the decision needs a
+    permission that is not known, the plan is empty and names it in ``asks``."""
+    group = _Group(list(sessions), claim, now, defaults or Defaults(), governance)
     live = [s for s in group.sessions if not s.deleting]
     claim_holder = target.named_by_claim(group.sessions, claim)
 
@@ -247,13 +271,21 @@ def decide(
     # activated: it takes the target in step 4, and the queue keeps its order.
     if group.holder is None and queue and not any(s.activation is not None for s in undecided):
         queue.sort(key=lambda s: s.order_key)
-        head = queue.pop(0)
-        _activate(group, head, Reason.PROMOTED, _promoted_message(group, claim_holder))
+        # The first waiting session whose owner is under every cap (SessionPolicy
+        # perOwner.maxActive); the ones passed over keep their place.
+        head = next((s for s in queue if _over_cap(group, s, Phase.ACTIVE) is None), None)
+        if head is not None:
+            queue.remove(head)
+            _activate(group, head, Reason.PROMOTED, _promoted_message(group, claim_holder))
 
     # 4. Undecided sessions, one by one, in queue order (rule 4).
     for session in undecided:
         _evaluate(group, session, queue)
 
+    if group.asks:
+        # A permission is needed that the caller has not asked the API server about: it
+        # asks, then decides again. Nothing is written on a partial answer.
+        return Plan(asks=frozenset(group.asks))
     # Finalise: queue positions, the claim change, and the plan's stages.
     _queue_positions(group, queue)
     _claim_change(group, claim_holder)
@@ -284,26 +316,27 @@ def _keep_holder(group: _Group, session: SessionView) -> None:
     if session.last_activity is not None:
         candidates.append(min(session.last_activity, group.now))
     last_activity = max(candidates)
-    if was_active and spec.max_duration is not None and group.deadline(since_dt + spec.max_duration):
+    idle_timeout, max_duration = _limits_in_force(session)
+    if was_active and max_duration is not None and group.deadline(since_dt + max_duration):
         _leave(
             group,
             session,
             Phase.ABANDONED,
             Reason.MAX_DURATION_EXCEEDED,
-            f"active since {format_time(since_dt)}, longer than spec.maxDuration "
-            f"{format_duration(spec.max_duration)}; target \"{session.target}\" released",
+            f"active since {format_time(since_dt)}, longer than {_limit_name(session, 'maxDuration')} "
+            f"{format_duration(max_duration)}; target \"{session.target}\" released",
             fields={"activeSince": active_since, "lastActivityTime": format_time(last_activity)},
         )
         return
-    idle_deadline = last_activity + spec.idle_timeout if spec.idle_timeout is not None else None
+    idle_deadline = last_activity + idle_timeout if idle_timeout is not None else None
     if was_active and idle_deadline is not None and group.deadline(idle_deadline):
         _leave(
             group,
             session,
             Phase.ABANDONED,
             Reason.IDLE_TIMEOUT,
-            f"no activity since {format_time(last_activity)} for spec.idleTimeout "
-            f"{format_duration(spec.idle_timeout or timedelta())}; target \"{session.target}\" released",
+            f"no activity since {format_time(last_activity)} for {_limit_name(session, 'idleTimeout')} "
+            f"{format_duration(idle_timeout or timedelta())}; target \"{session.target}\" released",
             fields={"activeSince": active_since, "lastActivityTime": format_time(last_activity)},
         )
         return
@@ -324,7 +357,37 @@ def _keep_holder(group: _Group, session: SessionView) -> None:
 
 
 def _active_fields(status: dict[str, Any]) -> dict[str, Any]:
-    return {"activeSince": status.get("activeSince"), "replaces": status.get("replaces")}
+    return {"activeSince": status.get("activeSince"), "replaces": status.get("replaces"),
+            "limits": status.get("limits")}
+
+
+def _limits_in_force(session: SessionView) -> tuple[timedelta | None, timedelta | None]:
+    """idleTimeout and maxDuration: the spec's, else the policy defaults fixed in
+    ``status.limits`` when the session became Active (a later policy change does not
+    move them)."""
+    spec = session.spec
+    assert spec is not None
+    limits = session.status.get("limits") or {}
+    values = []
+    for own, api_name in ((spec.idle_timeout, "idleTimeout"), (spec.max_duration, "maxDuration")):
+        value = own
+        if value is None and isinstance(limits, dict) and isinstance(limits.get(api_name), str):
+            try:
+                value = parse_duration(limits[api_name], f"status.limits.{api_name}")
+            except InvalidSpecError:
+                value = None  # written by the operator; unreadable only if edited by hand
+        values.append(value)
+    return values[0], values[1]
+
+
+def _limit_name(session: SessionView, api_name: str) -> str:
+    spec = session.spec
+    assert spec is not None
+    own = spec.idle_timeout if api_name == "idleTimeout" else spec.max_duration
+    if own is not None:
+        return f"spec.{api_name}"
+    policy = (session.status.get("limits") or {}).get("policy")
+    return f'the default {api_name} of SessionPolicy "{policy}"' if policy else f"status.limits.{api_name}"
 
 
 def _ready_reason(session: SessionView) -> Reason | None:
@@ -364,15 +427,30 @@ def _activate(
 ) -> None:
     spec = session.spec
     assert spec is not None
+    idle_timeout, max_duration = spec.idle_timeout, spec.max_duration
+    # Where the spec leaves a limit unset, the policy's default applies, fixed now in
+    # status.limits: the holder's deadlines do not move when the policy changes later.
+    limits: dict[str, str] = {}
+    terms = group.governance.terms
+    for own, api_name, default in (
+        (idle_timeout, "idleTimeout", terms.idle_default()),
+        (max_duration, "maxDuration", terms.duration_default()),
+    ):
+        if own is None and default is not None:
+            limits[api_name] = format_duration(default.value)
+            limits.setdefault("policy", default.policy)
+            if api_name == "idleTimeout":
+                idle_timeout = default.value
+            else:
+                max_duration = default.value
     fields: dict[str, Any] = {
         "activeSince": group.stamp,
         "lastActivityTime": group.stamp,
-        "idleDeadline": (
-            format_time(group.now + spec.idle_timeout) if spec.idle_timeout is not None else None
-        ),
+        "idleDeadline": format_time(group.now + idle_timeout) if idle_timeout is not None else None,
         "replaces": replaces,
+        "limits": limits or None,
     }
-    for limit in (spec.idle_timeout, spec.max_duration):
+    for limit in (idle_timeout, max_duration):
         if limit is not None:
             group.deadline(group.now + limit)
     group.set(session, _Outcome(Phase.ACTIVE, reason, message, fields))
@@ -437,50 +515,163 @@ def _evaluate(group: _Group, session: SessionView, queue: list[SessionView]) -> 
         return
     policy = spec.on_conflict
     activation = session.activation
+    broken = violation(group.governance.terms.policies, spec, activation=activation is not None)
+    if broken is not None:
+        _leave(
+            group,
+            session,
+            Phase.INVALID,
+            Reason.POLICY_VIOLATION,
+            f"{broken}; change the spec to have it evaluated again",
+        )
+        return
     if activation is not None:
         # A one-shot request (kubectl session activate): Replace, whatever onConflict says.
         group.consumed[session.uid] = activation
         policy = OnConflict.REPLACE
     holder = group.holder
     if holder is None or holder is session:
-        _activate(group, session, Reason.ACQUIRED, _acquired_message(session))
+        over = _over_cap(group, session, Phase.ACTIVE)
+        if over is None:
+            _activate(group, session, Reason.ACQUIRED, _acquired_message(session))
+        elif policy is OnConflict.QUEUE:
+            _enqueue(group, session, None, queue)  # promoted once its owner is under the cap
+        else:
+            _reject(group, session, Reason.OWNER_LIMIT, f"{over}; target \"{session.target}\" is free", None)
         return
     # Every policy has its branch: mypy fails on a value added to OnConflict and not
     # handled here (assert_never), instead of it being rejected by a fall-through.
     match policy:
         case OnConflict.REPLACE_IF_PROFILE_CHANGED:
             if holder.profile == spec.profile:
-                _leave(
+                _reject(
                     group,
                     session,
-                    Phase.REJECTED,
                     Reason.DUPLICATE_PROFILE,
                     f'{group.held_by()} with the same profile; use session "{holder.name}" (ReplaceIfProfileChanged '
                     "replaces only a holder whose profile differs), or archive it, or change spec.profile or "
                     "spec.onConflict",
-                    fields={"holder": _holder_info(holder, group.holder_since)},
+                    holder,
                 )
                 return
-            _replace(group, holder, session, Reason.PROFILE_CHANGED)
+            if _may_take(group, session, holder):
+                _replace(group, holder, session, Reason.PROFILE_CHANGED)
         case OnConflict.REPLACE:
-            _replace(group, holder, session, Reason.REPLACED, on_request=activation is not None)
+            if _may_take(group, session, holder):
+                _replace(group, holder, session, Reason.REPLACED, on_request=activation is not None)
         case OnConflict.QUEUE:
-            group.set(
-                session,
-                _Outcome(Phase.QUEUED, Reason.QUEUED, "", {"holder": _holder_info(holder, group.holder_since)}),
-            )
-            queue.append(session)
+            _enqueue(group, session, holder, queue)
         case OnConflict.REJECT:
-            _leave(
+            _reject(
                 group,
                 session,
-                Phase.REJECTED,
                 Reason.TARGET_BUSY,
                 f"{group.held_by()}; archive it, or set spec.onConflict to Queue or Replace",
-                fields={"holder": _holder_info(holder, group.holder_since)},
+                holder,
             )
         case _:
             assert_never(policy)
+
+
+def _reject(group: _Group, session: SessionView, reason: Reason, message: str, holder: SessionView | None) -> None:
+    fields = {"holder": _holder_info(holder, group.holder_since)} if holder is not None else None
+    _leave(group, session, Phase.REJECTED, reason, message, fields=fields)
+
+
+def _enqueue(group: _Group, session: SessionView, holder: SessionView | None, queue: list[SessionView]) -> None:
+    over = _over_cap(group, session, Phase.QUEUED)
+    if over is not None:
+        where = f"; {group.held_by()}" if holder is not None else ""
+        _reject(group, session, Reason.OWNER_LIMIT, over + where, holder)
+        return
+    fields = {"holder": _holder_info(holder, group.holder_since) if holder is not None else None}
+    group.set(session, _Outcome(Phase.QUEUED, Reason.QUEUED, "", fields))
+    queue.append(session)
+
+
+def _owner_name(owner: Owner | None) -> str:
+    return f'user "{owner.username}"' if owner is not None else "no recorded owner"
+
+
+def _over_cap(group: _Group, session: SessionView, phase: Phase) -> str | None:
+    """Why ``session`` may not become ``phase`` (Active or Queued) by its owner's caps
+    (SessionPolicy perOwner), as a sentence; None when every cap allows it. A cap counts
+    the owner's sessions that its policy selects in the namespace: elsewhere (given) and
+    in this group (other sessions that end this decision in that phase)."""
+    governance = group.governance
+    capped = governance.terms.capped
+    if not capped:
+        return None
+    owner = session.owner
+    username = owner.username if owner is not None else ""
+    here = sum(
+        1
+        for other in group.sessions
+        if other is not session and not other.deleting and same_owner(other.owner, owner)
+        and group.phase_of(other) == phase.value
+    )
+    for p in capped:
+        cap = p.max_active if phase is Phase.ACTIVE else p.max_queued
+        if cap is None:
+            continue
+        counts = governance.elsewhere.get((p.name, username), NO_COUNTS)
+        count = (counts.active if phase is Phase.ACTIVE else counts.queued) + here
+        if count + 1 > cap:
+            field = "maxActive" if phase is Phase.ACTIVE else "maxQueued"
+            return (
+                f"{_owner_name(owner)} has {count} {phase.value} session{'s' if count != 1 else ''} that "
+                f'SessionPolicy "{p.name}" selects in namespace "{session.namespace}", its cap '
+                f"(perOwner.{field}: {cap}); end one of them first"
+            )
+    return None
+
+
+def _may_take(group: _Group, session: SessionView, holder: SessionView) -> bool:
+    """Whether ``session`` may end ``holder``'s hold on the target. Its own owner's
+    session it may always take over. Another owner's only outside the holder's
+    protection window, and only with the verb "preempt" on sessions in the namespace
+    (RBAC). When that permission is not known yet, it is asked for (``group.asks``).
+    When False, ``session`` has been decided Rejected."""
+    if same_owner(session.owner, holder.owner):
+        return True
+    protection = group.governance.terms.protection()
+    since = parse_time(group.holder_since)
+    if protection is not None and since is not None and group.now < since + protection.value:
+        until = format_time(since + protection.value)
+        _reject(
+            group,
+            session,
+            Reason.PROTECTED,
+            f"{group.held_by()}, of {_owner_name(holder.owner)}, which SessionPolicy \"{protection.policy}\" "
+            f"protects for {format_duration(protection.value)} after it became Active (protectionWindow): "
+            f"another owner may not replace it until {until}",
+            holder,
+        )
+        return False
+    owner = session.owner
+    permitted = group.governance.permits.get(owner.username) if owner is not None else False
+    if permitted is None:
+        assert owner is not None
+        group.asks.add(owner)
+        return False
+    if not permitted:
+        who = f'user "{owner.username}"' if owner is not None else "a session with no recorded owner (spec.owner)"
+        _reject(
+            group,
+            session,
+            Reason.NOT_PERMITTED,
+            f"{group.held_by()}, of {_owner_name(holder.owner)}; {who} may not take it: ending another "
+            f'owner\'s session needs the verb "{PREEMPT_VERB}" on sessions in namespace "{session.namespace}" '
+            "(RBAC), or the holder's owner can release it",
+            holder,
+        )
+        return False
+    # The taker's own caps still hold: it becomes Active.
+    over = _over_cap(group, session, Phase.ACTIVE)
+    if over is not None:
+        _reject(group, session, Reason.OWNER_LIMIT, over, holder)
+        return False
+    return True
 
 
 def _replace(
@@ -589,6 +780,9 @@ def _queue_positions(group: _Group, queue: list[SessionView]) -> None:
             )
         else:
             message = f'waiting in the queue of target "{group.target}"; position {position}'
+            over = _over_cap(group, session, Phase.ACTIVE)
+            if over is not None:
+                message += f"; passed over while {over.split('; ')[0]}"
         fields = {"holder": holder_info, "queuePosition": position}
         group.set(session, _Outcome(Phase.QUEUED, Reason.QUEUED, message, fields, transition=is_new))
     if left:

@@ -29,11 +29,13 @@ from typing import Any
 
 import orjson
 
-from .model import ACTIVITY_ANNOTATION, TARGET_ANNOTATION, Claim, SessionView, parse_time, rv_order
+from .model import ACTIVITY_ANNOTATION, TARGET_ANNOTATION, Claim, Phase, SessionView, parse_time, rv_order
+from .policy import Counts, InvalidPolicyError, Policy
 
 log = logging.getLogger(__name__)
 
 TargetKey = tuple[str, str]  # (namespace, target)
+OwnerKey = tuple[str, str]  # (namespace, owner's username; "" for sessions without one)
 UNDECIDED = "Undecided"  # the phase label of a session with no decision for its generation
 
 
@@ -96,12 +98,13 @@ class _Stored:
     view: SessionView  # with an empty status
     status: bytes
     phase_key: tuple[str, str]  # (namespace, phase or Undecided), for the counts
+    shown: str | None  # status.phase as written, decided for this generation or not
 
     @classmethod
     def of(cls, view: SessionView) -> _Stored:
         # A copy: orjson's result sits in a 4 KiB allocation whatever its length.
         status = bytes(memoryview(orjson.dumps(view.status))) if view.status else b""
-        return cls(replace(view, status=_NO_STATUS), status, _phase_key(view))
+        return cls(replace(view, status=_NO_STATUS), status, _phase_key(view), view.phase)
 
     def full(self) -> SessionView:
         return replace(self.view, status=orjson.loads(self.status)) if self.status else self.view
@@ -133,6 +136,11 @@ class ClusterView:
         self._claim_floor: dict[TargetKey, int] = {}  # events at or below this rv are stale
         self._phases: Counter[tuple[str, str]] = Counter()
         self._undecided: dict[str, datetime] = {}  # uid -> since when
+        # Per owner, the Active and the Queued sessions (uid -> target), for the caps of
+        # SessionPolicies: a count is a len() or a walk over one owner's few sessions.
+        self._owned: dict[tuple[str, str, str], dict[str, str]] = {}  # (ns, owner, phase) -> uid -> target
+        self._policies: dict[str, Policy] = {}
+        self._policy_errors: dict[str, str] = {}  # name -> why it is not in force
 
     # --- reading -------------------------------------------------------------------------
 
@@ -180,6 +188,90 @@ class ClusterView:
         if not self._undecided:
             return 0.0
         return max(0.0, (now - min(self._undecided.values())).total_seconds())
+
+    # --- owners and policies ------------------------------------------------------------------
+
+    def owner_counts(self, owner: OwnerKey, policy: Policy, exclude: str | None = None) -> Counts:
+        """The owner's Active and Queued sessions that ``policy`` selects, other than on
+        target ``exclude``."""
+        namespace, username = owner
+
+        def count(phase: Phase) -> int:
+            sessions = self._owned.get((namespace, username, phase.value))
+            if not sessions:
+                return 0
+            if not policy.target_prefixes and exclude is None:
+                return len(sessions)
+            return sum(1 for target in sessions.values() if target != exclude and policy.selects(namespace, target))
+
+        if policy.namespaces and namespace not in policy.namespaces:
+            return Counts()
+        return Counts(
+            active=count(Phase.ACTIVE) if policy.max_active is not None else 0,
+            queued=count(Phase.QUEUED) if policy.max_queued is not None else 0,
+        )
+
+    def queued_targets(self, owner: OwnerKey) -> set[TargetKey]:
+        """The targets where the owner has a Queued session."""
+        namespace, username = owner
+        return {(namespace, t) for t in (self._owned.get((namespace, username, Phase.QUEUED.value)) or {}).values()}
+
+    def queued_keys(self, policy: Policy) -> set[TargetKey]:
+        """Targets with a Queued session that ``policy`` selects (after it changes)."""
+        keys: set[TargetKey] = set()
+        for (namespace, _, phase), sessions in self._owned.items():
+            if phase == Phase.QUEUED.value:
+                keys.update((namespace, t) for t in sessions.values() if policy.selects(namespace, t))
+        return keys
+
+    def policies(self) -> tuple[Policy, ...]:
+        """The SessionPolicies in force (an unusable one is left out, see policy_errors)."""
+        return tuple(self._policies.values())
+
+    def policy_errors(self) -> dict[str, str]:
+        return dict(self._policy_errors)
+
+    def policy_event(self, kind: str, body: Mapping[str, Any]) -> set[TargetKey]:
+        """A watch event about a SessionPolicy; returns the targets to decide again (those
+        with waiting sessions it selects or selected: a raised cap promotes them)."""
+        name = str((body.get("metadata") or {}).get("name") or "")
+        before = self._policies.pop(name, None)
+        self._policy_errors.pop(name, None)
+        after = None
+        if kind != "DELETED":
+            try:
+                after = Policy.from_body(body)
+            except InvalidPolicyError as e:
+                self._policy_errors[name] = str(e)
+                log.warning("Ignored SessionPolicy %s, which the operator cannot use: %s", name, e)
+            else:
+                self._policies[name] = after
+        if before == after:
+            return set()
+        touched: set[TargetKey] = set()
+        for policy in (before, after):
+            if policy is not None:
+                touched |= self.queued_keys(policy)
+        return touched
+
+    def policy_listing(self, namespace: str | None = None) -> _PolicyListing:
+        return _PolicyListing(self)
+
+    def _own(self, stored: _Stored, add: bool) -> None:
+        view = stored.view
+        phase = stored.shown
+        if phase not in (Phase.ACTIVE.value, Phase.QUEUED.value) or view.deleting:
+            return
+        owner = view.owner
+        key = (view.namespace, owner.username if owner is not None else "", phase)
+        if add:
+            self._owned.setdefault(key, {})[view.uid] = view.target
+            return
+        sessions = self._owned.get(key)
+        if sessions is not None:
+            sessions.pop(view.uid, None)
+            if not sessions:
+                del self._owned[key]
 
     # --- sessions --------------------------------------------------------------------------
 
@@ -229,6 +321,7 @@ class ClusterView:
         key = stored.key
         self._groups.setdefault(key, {})[view.uid] = stored
         self._phases[stored.phase_key] += 1
+        self._own(stored, add=True)
         if not view.decided and not view.deleting:
             previous = self._undecided.get(view.uid)
             self._undecided[view.uid] = previous or (
@@ -251,6 +344,7 @@ class ClusterView:
         self._phases[stored.phase_key] -= 1
         if not self._phases[stored.phase_key]:
             del self._phases[stored.phase_key]
+        self._own(stored, add=False)
 
     def _remove(self, uid: str, *, tombstone: bool) -> set[TargetKey]:
         if tombstone and uid:
@@ -318,6 +412,10 @@ class ClusterView:
     def claim_sink(self) -> _Sink:
         return _Sink(self.claim_listing, self.claim_event)
 
+    @property
+    def policy_sink(self) -> _Sink:
+        return _Sink(self.policy_listing, self.policy_event)
+
 
 class _Sink:
     def __init__(self, listing: Callable[[str | None], Any], event: Callable[[str, Mapping[str, Any]], set[TargetKey]]):
@@ -377,4 +475,22 @@ class _ClaimListing:
             if rv_order(claim.resource_version) <= floor:
                 del view._claims[key]
                 self.touched.add(key)
+        return self.touched
+
+
+class _PolicyListing:
+    def __init__(self, view: ClusterView) -> None:
+        self._view = view
+        self._listed: set[str] = set()
+        self.touched: set[TargetKey] = set()
+
+    def add(self, bodies: Iterable[Mapping[str, Any]]) -> None:
+        for body in bodies:
+            self._listed.add(str((body.get("metadata") or {}).get("name") or ""))
+            self.touched |= self._view.policy_event("ADDED", body)
+
+    def finish(self, list_rv: str) -> set[TargetKey]:
+        view = self._view
+        for name in [n for n in (*view._policies, *view._policy_errors) if n not in self._listed]:
+            self.touched |= view.policy_event("DELETED", {"metadata": {"name": name}})
         return self.touched

@@ -40,6 +40,11 @@ class Reason(StrEnum):
     MAX_DURATION_EXCEEDED = "MaxDurationExceeded"
     ARCHIVED = "Archived"
     INVALID_SPEC = "InvalidSpec"
+    # Governance (SessionPolicy, the preempt permission)
+    POLICY_VIOLATION = "PolicyViolation"  # Invalid: the spec breaks a static rule
+    NOT_PERMITTED = "NotPermitted"  # Rejected: taking another owner's target needs "preempt"
+    OWNER_LIMIT = "OwnerLimit"  # Rejected: the owner is at a per-owner cap
+    PROTECTED = "Protected"  # Rejected: the holder is inside its protection window
     # Replaced=True
     PROFILE_CHANGED = "ProfileChanged"
     # Archived=True

@@ -12,7 +12,10 @@ as client-go's reflector does it:
    for that scope, and objects missing from the listing were deleted meanwhile.
 
 Errors never end an informer: it waits (exponential backoff, capped) and tries again.
-``synced`` is set once the first listing is in the sink.
+``synced`` is set once the first listing is in the sink. An informer made with
+``absent_is_empty`` (SessionPolicies, whose CRD a chart upgrade does not install) takes a
+404 for the resource itself as an empty listing: none can exist. It says so once, is
+synced, and keeps looking, so that objects created once the CRD is installed are seen.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ class Informer:
         watch_timeout: int = 300,
         max_backoff: float = 30.0,
         listed: Callable[[], None] | None = None,
+        absent_is_empty: bool = False,
     ) -> None:
         self._api = api
         self.what = what if namespace is None else f"{what} in {namespace}"
@@ -79,6 +83,8 @@ class Informer:
         self._listed = listed  # told of every full listing (the first, and one per 410)
         self.synced = asyncio.Event()
         self.lists = 0
+        self._absent_is_empty = absent_is_empty
+        self.absent = False  # the resource is not served (404), taken as empty
 
     def _query(self, **extra: str) -> dict[str, str]:
         query = dict(extra)
@@ -93,6 +99,9 @@ class Informer:
             try:
                 if rv is None:
                     rv = await self._list()
+                    if self.absent:
+                        log.info("The API server serves %s now", self.what)
+                        self.absent = False
                     self.synced.set()
                 rv = await self._watch(rv)
                 failures = 0
@@ -100,6 +109,17 @@ class Informer:
                 if e.status == 410:
                     log.info("Listing %s again: the watch's version is too old (%s)", self.what, e.message)
                     rv = None
+                    continue
+                if e.status == 404 and self._absent_is_empty and rv is None:
+                    if not self.absent:
+                        log.warning("The API server does not serve %s (%s): taking it as none, and looking "
+                                    "again every %.0fs", self.what, e.message, self._max_backoff)
+                    self.absent = True
+                    touched = self._sink.listing(self._namespace).finish("")
+                    if touched:
+                        self._changed(touched)
+                    self.synced.set()
+                    await asyncio.sleep(self._max_backoff)
                     continue
                 failures += 1
                 delay = min(self._max_backoff, 0.2 * 2 ** min(failures, 10)) * (0.5 + random.random() / 2)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -321,6 +321,28 @@ class Kube:
             "preconditions": {"resourceVersion": resource_version},
         }
         await self.request("DELETE", self._lease_path(namespace, name), body=body)
+
+    # Authorization ------------------------------------------------------------------------
+
+    async def may(
+        self, namespace: str, user: str, groups: Sequence[str], verb: str, resource: str, group: str = model.GROUP
+    ) -> bool:
+        """Whether ``user`` (with ``groups``) may ``verb`` ``resource`` in ``namespace``, as the
+        API server's authorizer answers a LocalSubjectAccessReview (namespaced, so a Role in
+        that namespace can grant it)."""
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "LocalSubjectAccessReview",
+            "metadata": {"namespace": namespace},
+            "spec": {
+                "user": user,
+                "groups": list(groups),
+                "resourceAttributes": {"namespace": namespace, "verb": verb, "group": group, "resource": resource},
+            },
+        }
+        path = f"/apis/authorization.k8s.io/v1/namespaces/{namespace}/localsubjectaccessreviews"
+        answer = await self.request("POST", path, body=body)
+        return bool((answer.get("status") or {}).get("allowed"))
 
     # Events -------------------------------------------------------------------------------
 

@@ -87,6 +87,12 @@ class Metrics:
             f"{PREFIX}_leader", "1 while this replica is the leader (or runs without leader election), else 0.",
             registry=r,
         )
+        self.permission_checks = Counter(
+            f"{PREFIX}_permission_checks_total",
+            "LocalSubjectAccessReviews asked for the preempt permission (answers from the cache "
+            "not counted), by result: allowed, denied, error.",
+            ["result"], registry=r,
+        )
         self.watch_lists = Counter(
             f"{PREFIX}_watch_lists_total",
             "Full listings made to fill or refill the cache (one per resource and scope at start, "

@@ -173,6 +173,46 @@ def format_micro_time(value: datetime) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Owner:
+    """The Kubernetes user who created a session (``spec.owner``), as admission recorded it."""
+
+    username: str
+    groups: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return self.username
+
+    def to_api(self) -> dict[str, Any]:
+        return {"username": self.username, "groups": list(self.groups)} if self.groups else {
+            "username": self.username
+        }
+
+
+def parse_owner(raw: Any) -> Owner | None:
+    """``spec.owner``; None when unset. Raises InvalidSpecError naming the field."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise InvalidSpecError("spec.owner", "must be an object with a username")
+    username = raw.get("username")
+    if not isinstance(username, str) or not username:
+        raise InvalidSpecError("spec.owner.username", "is required and must be a non-empty string")
+    groups = raw.get("groups") or []
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        raise InvalidSpecError("spec.owner.groups", "must be a list of strings")
+    return Owner(username, tuple(groups))
+
+
+def same_owner(a: Owner | None, b: Owner | None) -> bool:
+    """Two sessions of one owner: the same username. Two sessions that record no owner
+    (created before owners were recorded, or where no admission set one) are not told
+    apart, as before owners existed; one with an owner and one without are different."""
+    if a is None or b is None:
+        return a is None and b is None
+    return a.username == b.username
+
+
+@dataclass(frozen=True, slots=True)
 class Spec:
     """The validated spec. Durations are parsed; ``None`` means unset."""
 
@@ -186,6 +226,7 @@ class Spec:
     archive_after: timedelta | None = None
     delete_after: timedelta | None = None
     activate_request: str | None = None  # a one-shot "make me Active now" token
+    owner: Owner | None = None
 
 
 _DURATION_FIELDS = (
@@ -239,6 +280,7 @@ def parse_spec(raw: Any) -> Spec:
         raise InvalidSpecError(
             "spec.activateRequest", f"is {len(activate_request)} characters long; at most 253 are allowed"
         )
+    owner = parse_owner(raw.get("owner"))
     durations: dict[str, timedelta | None] = {}
     for api_name, attr in _DURATION_FIELDS:
         value = raw.get(api_name)
@@ -250,6 +292,7 @@ def parse_spec(raw: Any) -> Spec:
         priority=priority,
         state=state,
         activate_request=activate_request or None,
+        owner=owner,
         **durations,
     )
 
@@ -303,6 +346,10 @@ class SessionView:
     @property
     def profile(self) -> str:
         return self.spec.profile if self.spec is not None else ""
+
+    @property
+    def owner(self) -> Owner | None:
+        return self.spec.owner if self.spec is not None else None
 
     @property
     def activation(self) -> str | None:

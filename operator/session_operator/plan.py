@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from .model import Claim, SessionView
+from .model import Claim, Owner, SessionView
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +91,9 @@ class Plan:
     stages: tuple[tuple[Step, ...], ...] = ()
     next_due: datetime | None = None
     refreshes: int = 0  # status writes of the queue-truth refresh (within the refresh budget)
+    # Owners whose permission to preempt the decision needs and was not given: the plan
+    # is empty; the caller asks the API server (a LocalSubjectAccessReview) and decides again.
+    asks: frozenset[Owner] = frozenset()
 
     @property
     def empty(self) -> bool:

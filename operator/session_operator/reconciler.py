@@ -17,22 +17,26 @@ changes costs about that many writes a second, not the queue's length for every 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from . import logs
 from .arbiter import Defaults, decide
-from .cache import ClusterView, TargetKey
+from .cache import ClusterView, OwnerKey, TargetKey
 from .errors import ApiError, NotFound
 from .events import EventPoster
 from .executor import Executor, LostRace, WriteApi
 from .metrics import Metrics
-from .model import Claim, Phase, SessionView, claim_name
-from .plan import ClaimChange, StatusWrite
+from .model import Claim, Owner, Phase, SessionView, claim_name
+from .permissions import Permissions
+from .plan import ClaimChange, Plan, StatusWrite
+from .policy import Governance, Terms, selecting
 from .workqueue import RetryLater
 
 log = logging.getLogger(__name__)
@@ -83,6 +87,46 @@ class RefreshBudget:
         return len(self._buckets)
 
 
+class OwnerLocks:
+    """One lock per (namespace, owner), held across the decision and the writes of every
+    target group whose policies cap that owner: two targets deciding at once cannot both
+    count the owner under its cap. Taken in sorted order (no deadlock); an entry lives
+    only while someone holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[OwnerKey, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def held(self, owners: Iterable[OwnerKey]) -> Any:
+        keys = sorted(set(owners))
+        async with contextlib.AsyncExitStack() as stack:
+            for key in keys:
+                lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+                self._locks[key] = (lock, users + 1)
+                stack.callback(self._release, key)
+                await stack.enter_async_context(lock)
+            yield
+
+    def _release(self, key: OwnerKey) -> None:
+        lock, users = self._locks[key]
+        if users <= 1:
+            del self._locks[key]
+        else:
+            self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+def _owner_key(namespace: str, owner: Owner | None) -> OwnerKey:
+    return (namespace, owner.username if owner is not None else "")
+
+
+def _holding(sessions: Iterable[SessionView]) -> set[str]:
+    """Owners (usernames; "" for none) with a session showing Active."""
+    return {s.owner.username if s.owner else "" for s in sessions if s.phase == Phase.ACTIVE}
+
+
 class Reconciler:
     def __init__(
         self,
@@ -94,6 +138,8 @@ class Reconciler:
         metrics: Metrics,
         concurrency: int = 16,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        permissions: Permissions | None = None,
+        wake: Callable[[TargetKey], None] | None = None,
     ) -> None:
         self._cache = cache
         self._api = api
@@ -104,6 +150,10 @@ class Reconciler:
         self._executor = Executor(api, self, concurrency=concurrency)
         self._refresh = RefreshBudget(defaults.refresh_budget)
         self._stale_claims: set[TargetKey] = set()  # read fresh before the next decision
+        # Without an authorizer (a test's), every preempt permission asked for is refused.
+        self._permissions = permissions
+        self._wake = wake
+        self.owner_locks = OwnerLocks()
 
     async def reconcile(self, key: TargetKey) -> float | None:
         """Converge one target group; returns when it is next due (seconds since the epoch)."""
@@ -131,16 +181,70 @@ class Reconciler:
         holder = await self._unseen_holder(key, sessions, claim)
         if holder is not None:
             sessions.append(holder)
-        now = self._clock()
-        budget = self._refresh.available(key, now.timestamp())
-        defaults = self._defaults if budget == self._defaults.refresh_budget else replace(
-            self._defaults, refresh_budget=budget
-        )
-        plan = decide(sessions, claim, now, defaults)
-        self._refresh.spend(key, plan.refreshes, now.timestamp())
-        if not plan.empty:
-            await self._executor.execute(plan, key, now)
+        terms = Terms(selecting(self._cache.policies(), *key))
+        capped = terms.capped
+        # Caps: the owners that may gain an Active or Queued session here are locked.
+        contenders = {
+            _owner_key(key[0], s.owner) for s in sessions
+            if capped and not s.deleting and (not s.decided or s.phase == Phase.QUEUED)
+        }
+        async with self.owner_locks.held(contenders):
+            holding = _holding(sessions) if capped else set()
+            now = self._clock()
+            budget = self._refresh.available(key, now.timestamp())
+            defaults = self._defaults if budget == self._defaults.refresh_budget else replace(
+                self._defaults, refresh_budget=budget
+            )
+            governance = self._governance(key, sessions, terms)
+            plan = decide(sessions, claim, now, defaults, governance)
+            if plan.asks:
+                plan = await self._ask(key, sessions, claim, now, defaults, governance, plan)
+            self._refresh.spend(key, plan.refreshes, now.timestamp())
+            if not plan.empty:
+                await self._executor.execute(plan, key, now)
+        if holding and self._wake is not None:
+            # An owner that held here and no longer does is further from its caps: its
+            # waiting sessions elsewhere may be promoted now.
+            for username in holding - _holding(self._cache.sessions(key)):
+                for other in self._cache.queued_targets((key[0], username)) - {key}:
+                    self._wake(other)
         return plan.next_due
+
+    def _governance(self, key: TargetKey, sessions: list[SessionView], terms: Terms) -> Governance:
+        owners = {s.owner for s in sessions if s.owner is not None}
+        permits = self._permissions.known(key[0], owners) if self._permissions is not None and owners else {}
+        elsewhere = {}
+        for policy in terms.capped:
+            for username in {s.owner.username if s.owner else "" for s in sessions}:
+                elsewhere[(policy.name, username)] = self._cache.owner_counts((key[0], username), policy, key[1])
+        return Governance(terms, elsewhere, permits)
+
+    async def _ask(
+        self, key: TargetKey, sessions: list[SessionView], claim: Claim | None, now: datetime,
+        defaults: Defaults, governance: Governance, plan: Plan,
+    ) -> Plan:
+        """The decision needs to know whether some owners may preempt: ask (at most one
+        request per owner, cached), then decide again with the answers. An answer can
+        change who holds the target for the sessions after it, so that decision may need
+        another owner's answer: each owner is asked at most once."""
+        permits = dict(governance.permits)
+        while plan.asks:
+            for owner in sorted(plan.asks, key=lambda o: o.username):
+                if owner.username in permits:
+                    raise RuntimeError(f"the decision asked twice for the permission of {owner.username}")
+                if self._permissions is None:
+                    permits[owner.username] = False
+                    continue
+                try:
+                    permits[owner.username] = await self._permissions.may_preempt(key[0], owner)
+                except ApiError as e:
+                    log.warning(
+                        "Could not ask whether user %s may preempt sessions in namespace %s: %s; "
+                        "deciding target %s later", owner.username, key[0], e, key[1],
+                    )
+                    raise
+            plan = decide(sessions, claim, now, defaults, replace(governance, permits=permits))
+        return plan
 
     async def _claim(self, key: TargetKey) -> Claim | None:
         if key in self._stale_claims:

@@ -31,6 +31,8 @@ from .informer import Informer
 from .kube import Kube
 from .metrics import Metrics
 from .model import GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE, PLURAL, VERSION
+from .permissions import Permissions
+from .policy import PLURAL as POLICY_PLURAL
 from .probes import Readiness
 from .reconciler import Reconciler
 from .settings import Settings
@@ -54,6 +56,7 @@ class Operator:
         self._leading = False
         self.cache = ClusterView()
         self.events = EventPoster(kube, settings.identity or f"{socket.gethostname()}_{os.getpid()}", metrics)
+        self.permissions = Permissions(kube, metrics)
         self.reconciler = Reconciler(
             self.cache,
             kube,
@@ -65,6 +68,8 @@ class Operator:
             events=self.events,
             metrics=metrics,
             concurrency=settings.write_concurrency,
+            permissions=self.permissions,
+            wake=self._wake,
         )
         self.queue: WorkQueue[TargetKey] = WorkQueue(
             self.reconciler.reconcile, workers=settings.workers, due_batch=settings.delete_batch_size
@@ -87,12 +92,23 @@ class Operator:
                 path=f"/apis/coordination.k8s.io/v1{where}/leases", label_selector=CLAIM_SELECTOR,
                 changed=self._changed, listed=self._metrics.watch_lists.labels(resource="claims").inc,
             ))
+        # SessionPolicies are cluster-scoped: one informer, whatever the namespaces. A chart
+        # upgrade does not install a new CRD; without it no policy can exist (none in force).
+        informers.append(Informer(
+            self._kube, what="sessionpolicies", sink=self.cache.policy_sink,
+            path=f"/apis/{GROUP}/{VERSION}/{POLICY_PLURAL}", changed=self._changed,
+            listed=self._metrics.watch_lists.labels(resource="sessionpolicies").inc, absent_is_empty=True,
+        ))
         return informers
 
     def _changed(self, keys: set[TargetKey]) -> None:
         if self._leading:
             for key in keys:
                 self.queue.add(key)
+
+    def _wake(self, key: TargetKey) -> None:
+        if self._leading:
+            self.queue.add(key)
 
     async def run(self, stop: asyncio.Event, elector: leader.LeaderElector | None = None) -> None:
         """Watch until ``stop``; reconcile while leading. Raises ``leader.LeadershipLost``
@@ -142,8 +158,9 @@ class Operator:
         await asyncio.gather(*(informer.synced.wait() for informer in self.informers))
         self._readiness.synced = True
         log.info(
-            "Filled the cache: %d sessions and %d claims in %s",
+            "Filled the cache: %d sessions and %d claims in %s; %d SessionPolicies in force",
             len(self.cache), self.cache.claim_count, ", ".join(self._settings.namespaces) or "all namespaces",
+            len(self.cache.policies()),
         )
 
     @property

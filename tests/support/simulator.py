@@ -28,6 +28,7 @@ from session_operator.errors import Conflict, NotFound
 from session_operator.executor import Executor, TargetKey
 from session_operator.model import Claim, Phase, SessionView, format_time
 from session_operator.plan import Plan, StatusWrite
+from session_operator.policy import NO_GOVERNANCE, Governance
 
 T0 = datetime(2026, 11, 21, 10, 0, 0, tzinfo=UTC)
 NAMESPACE = "ns"
@@ -42,10 +43,21 @@ class Crash(Exception):
 
 
 class World:
-    def __init__(self, target: str = "repo/payments", defaults: Defaults | None = None) -> None:
+    def __init__(
+        self,
+        target: str = "repo/payments",
+        defaults: Defaults | None = None,
+        governance: Governance = NO_GOVERNANCE,
+        authorizer: Mapping[str, bool] | None = None,
+    ) -> None:
         self.target = target
         self.now = T0
         self.defaults = defaults or Defaults()
+        # The policies and counts a reconciler would pass; ``authorizer``: who may preempt
+        # (username -> allowed; anyone else is refused), asked as the reconciler asks.
+        self.governance = governance
+        self.authorizer = dict(authorizer or {})
+        self.asked: list[str] = []  # usernames, one per permission request
         self.bodies: dict[str, dict[str, Any]] = {}  # uid -> body
         self.claim: dict[str, Any] | None = None
         self.rv = itertools.count(1)
@@ -68,9 +80,11 @@ class World:
 
     # --- user actions --------------------------------------------------------------------
 
-    def create(self, name: str, *, created: datetime | None = None, **spec: Any) -> str:
+    def create(self, name: str, *, created: datetime | None = None, owner: str | None = None, **spec: Any) -> str:
         uid = f"uid-{next(self.uids)}"
         body_spec = {"target": self.target, "profile": "", "onConflict": "Reject", "priority": 0, "state": "Active"}
+        if owner is not None:
+            body_spec["owner"] = {"username": owner, "groups": ["system:authenticated"]}
         body_spec.update(spec)
         self.bodies[uid] = {
             "metadata": {
@@ -156,13 +170,27 @@ class World:
         after its own writes arrive through the watch)."""
         last = Plan()
         for _ in range(rounds):
-            plan = decide(self.views(), self.claim_view(), self.now, self.defaults)
+            plan = self.decide()
             self.plans.append(plan)
             if plan.empty:
                 return last
             self.apply(plan)
             last = plan
         raise AssertionError("the arbiter did not converge")
+
+    def decide(self) -> Plan:
+        """One decision, asking for the permissions it needs as the reconciler does: each
+        owner once, then deciding again with the answers."""
+        permits: dict[str, bool] = {}
+        views, claim = self.views(), self.claim_view()
+        while True:
+            plan = decide(views, claim, self.now, self.defaults, replace(self.governance, permits=permits))
+            if not plan.asks:
+                return plan
+            for owner in plan.asks:
+                assert owner.username not in permits, f"asked twice for {owner.username}"
+                self.asked.append(owner.username)
+                permits[owner.username] = self.authorizer.get(owner.username, False)
 
     def apply(self, plan: Plan, *, crash_after: int | None = None) -> None:
         """Carry out ``plan`` with the operator's executor; ``crash_after=N``: die after N writes."""
