@@ -53,7 +53,7 @@ from .model import (
     same_owner,
 )
 from .plan import ClaimChange, DeleteSession, DropFinalizer, Fence, Plan, StatusWrite, Step, Transition
-from .policy import NO_COUNTS, NO_GOVERNANCE, Governance, violation
+from .policy import NO_GOVERNANCE, PREEMPT_VERB, Governance, cap_breach, not_permitted, protected, violation
 
 _STATE_PHASE = {
     DesiredState.INACTIVE: (Phase.INACTIVE, Reason.INACTIVE),
@@ -81,9 +81,6 @@ _EVENTS: dict[tuple[Phase, Reason], tuple[str, str]] = {
     (Phase.REJECTED, Reason.OWNER_LIMIT): ("Rejected", "Warning"),
     (Phase.REJECTED, Reason.PROTECTED): ("Rejected", "Warning"),
 }
-
-# The permission that taking a target from another owner's session needs (RBAC).
-PREEMPT_VERB = "preempt"
 
 
 @dataclass(frozen=True, slots=True)
@@ -589,41 +586,20 @@ def _enqueue(group: _Group, session: SessionView, holder: SessionView | None, qu
     queue.append(session)
 
 
-def _owner_name(owner: Owner | None) -> str:
-    return f'user "{owner.username}"' if owner is not None else "no recorded owner"
-
-
 def _over_cap(group: _Group, session: SessionView, phase: Phase) -> str | None:
     """Why ``session`` may not become ``phase`` (Active or Queued) by its owner's caps
-    (SessionPolicy perOwner), as a sentence; None when every cap allows it. A cap counts
-    the owner's sessions that its policy selects in the namespace: elsewhere (given) and
-    in this group (other sessions that end this decision in that phase)."""
-    governance = group.governance
-    capped = governance.terms.capped
-    if not capped:
+    (SessionPolicy perOwner); None when every cap allows it. Besides the counts of other
+    targets, the other sessions of this group that end this decision in that phase count."""
+    if not group.governance.terms.capped:
         return None
     owner = session.owner
-    username = owner.username if owner is not None else ""
     here = sum(
         1
         for other in group.sessions
         if other is not session and not other.deleting and same_owner(other.owner, owner)
         and group.phase_of(other) == phase.value
     )
-    for p in capped:
-        cap = p.max_active if phase is Phase.ACTIVE else p.max_queued
-        if cap is None:
-            continue
-        counts = governance.elsewhere.get((p.name, username), NO_COUNTS)
-        count = (counts.active if phase is Phase.ACTIVE else counts.queued) + here
-        if count + 1 > cap:
-            field = "maxActive" if phase is Phase.ACTIVE else "maxQueued"
-            return (
-                f"{_owner_name(owner)} has {count} {phase.value} session{'s' if count != 1 else ''} that "
-                f'SessionPolicy "{p.name}" selects in namespace "{session.namespace}", its cap '
-                f"(perOwner.{field}: {cap}); end one of them first"
-            )
-    return None
+    return cap_breach(group.governance, owner, session.namespace, phase is Phase.ACTIVE, here)
 
 
 def _may_take(group: _Group, session: SessionView, holder: SessionView) -> bool:
@@ -639,13 +615,7 @@ def _may_take(group: _Group, session: SessionView, holder: SessionView) -> bool:
     if protection is not None and since is not None and group.now < since + protection.value:
         until = format_time(since + protection.value)
         _reject(
-            group,
-            session,
-            Reason.PROTECTED,
-            f"{group.held_by()}, of {_owner_name(holder.owner)}, which SessionPolicy \"{protection.policy}\" "
-            f"protects for {format_duration(protection.value)} after it became Active (protectionWindow): "
-            f"another owner may not replace it until {until}",
-            holder,
+            group, session, Reason.PROTECTED, f"{group.held_by()}, {protected(holder.owner, protection, until)}", holder
         )
         return False
     owner = session.owner
@@ -655,16 +625,8 @@ def _may_take(group: _Group, session: SessionView, holder: SessionView) -> bool:
         group.asks.add(owner)
         return False
     if not permitted:
-        who = f'user "{owner.username}"' if owner is not None else "a session with no recorded owner (spec.owner)"
-        _reject(
-            group,
-            session,
-            Reason.NOT_PERMITTED,
-            f"{group.held_by()}, of {_owner_name(holder.owner)}; {who} may not take it: ending another "
-            f'owner\'s session needs the verb "{PREEMPT_VERB}" on sessions in namespace "{session.namespace}" '
-            "(RBAC), or the holder's owner can release it",
-            holder,
-        )
+        sentence = not_permitted(owner, holder.owner, session.namespace, PREEMPT_VERB)
+        _reject(group, session, Reason.NOT_PERMITTED, f"{group.held_by()}, {sentence}", holder)
         return False
     # The taker's own caps still hold: it becomes Active.
     over = _over_cap(group, session, Phase.ACTIVE)

@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 
 from .model import ACTIVITY_ANNOTATION, TARGET_ANNOTATION, Claim, Phase, SessionView, parse_time, rv_order
-from .policy import Counts, InvalidPolicyError, Policy
+from .policy import Counts, Governance, InvalidPolicyError, Policy, Terms, selecting
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +210,18 @@ class ClusterView:
             active=count(Phase.ACTIVE) if policy.max_active is not None else 0,
             queued=count(Phase.QUEUED) if policy.max_queued is not None else 0,
         )
+
+    def governance(
+        self, key: TargetKey, sessions: Iterable[SessionView], permits: Mapping[str, bool] | None = None
+    ) -> Governance:
+        """What a decision about ``key`` needs beyond its group: the policies that select
+        it, and each capped policy's counts for the owners in ``sessions`` elsewhere."""
+        terms = Terms(selecting(self._policies.values(), *key))
+        elsewhere = {}
+        for policy in terms.capped:
+            for username in {s.owner.username if s.owner else "" for s in sessions}:
+                elsewhere[(policy.name, username)] = self.owner_counts((key[0], username), policy, key[1])
+        return Governance(terms, elsewhere, dict(permits or {}))
 
     def queued_targets(self, owner: OwnerKey) -> set[TargetKey]:
         """The targets where the owner has a Queued session."""

@@ -33,12 +33,16 @@ from .model import ANNOTATION_PREFIX, GROUP, PLURAL, VERSION
 log = logging.getLogger(__name__)
 
 Credentials = Callable[[], Coroutine[Any, Any, dict[str, Any]]]
-Admit = Callable[[Mapping[str, Any]], Coroutine[Any, Any, admission.Admission]]
+Admit = Callable[[admission.Request], Coroutine[Any, Any, admission.Admission]]
 
 # kopf routes a request by the last segment of its path to the handler of that id, so the
 # ValidatingWebhookConfiguration's URL or service path must end with it.
 WEBHOOK_ID = "validate-session"
 WEBHOOK_PATH = f"/{WEBHOOK_ID}"
+# The mutating webhook that records spec.owner, for servers without a
+# MutatingAdmissionPolicy (before Kubernetes 1.34, or where it is off).
+MUTATING_WEBHOOK_ID = "mutate-session"
+MUTATING_WEBHOOK_PATH = f"/{MUTATING_WEBHOOK_ID}"
 # How long the handler waits for the operator's loop to answer from its cache. A review
 # costs microseconds; only a loop busy with something long (a relist of thousands of
 # sessions) takes longer, and then "could not check" is the honest, advisory answer,
@@ -103,14 +107,16 @@ def registry(credentials: Credentials, admit: Admit | None = None) -> kopf.Opera
     if admit is not None:
         # operations= only shapes a configuration kopf would manage; kopf calls the
         # handler for whatever the API server sends, so the handler checks it too.
-        @kopf.on.validate(GROUP, VERSION, PLURAL, id=WEBHOOK_ID, operations=["CREATE"], registry=registry)
+        @kopf.on.validate(
+            GROUP, VERSION, PLURAL, id=WEBHOOK_ID, operations=["CREATE", "UPDATE"], registry=registry
+        )
         async def validate_session(**kwargs: Any) -> None:
             # (kwargs: kopf's WebhookFn protocol names every argument it may pass.)
-            if kwargs.get("operation") != "CREATE":
+            if kwargs.get("operation") not in ("CREATE", "UPDATE") or kwargs.get("subresource"):
                 return
             warnings: list[str] = kwargs["warnings"]  # kopf sends these back as Warning headers
             try:
-                answer = await admit(dict(kwargs["body"]))
+                answer = await admit(request_of(kwargs))
             except Exception as e:  # advisory: never fail a request because the check did
                 log.warning("Could not check the creation of a session at admission: %r", e)
                 answer = admission.unchecked("the check failed")
@@ -118,7 +124,28 @@ def registry(credentials: Credentials, admit: Admit | None = None) -> kopf.Opera
             if not answer.allowed:
                 raise kopf.AdmissionError(answer.message, code=answer.code)
 
+        @kopf.on.mutate(
+            GROUP, VERSION, PLURAL, id=MUTATING_WEBHOOK_ID, operations=["CREATE", "UPDATE"], registry=registry
+        )
+        async def record_owner(**kwargs: Any) -> None:
+            # Pure and on kopf's own loop: it needs nothing of the operator's cache.
+            if kwargs.get("subresource"):
+                return
+            owner = admission.owner_to_record(request_of(kwargs))
+            if owner is not None:
+                kwargs["patch"].setdefault("spec", {})["owner"] = owner
+
     return registry
+
+
+def request_of(kwargs: Mapping[str, Any]) -> admission.Request:
+    old = kwargs.get("old")
+    return admission.Request(
+        operation=str(kwargs.get("operation") or ""),
+        body=dict(kwargs["body"]),
+        old=dict(old) if old is not None else None,
+        user=admission.user_of(kwargs.get("userinfo")),
+    )
 
 
 class _NotOnMainThread(logging.Filter):
@@ -224,8 +251,8 @@ def across_loops(admit: Admit, loop: asyncio.AbstractEventLoop, bound: float) ->
     operator's, where the cache lives) and is awaited at most ``bound`` seconds; past that,
     or when the operator's loop is gone, the answer is "allowed, could not check"."""
 
-    async def admit_across(body: Mapping[str, Any]) -> admission.Admission:
-        review = admit(body)
+    async def admit_across(request: admission.Request) -> admission.Admission:
+        review = admit(request)
         try:
             future = asyncio.run_coroutine_threadsafe(review, loop)
         except RuntimeError:  # the operator's loop is closed: shutting down

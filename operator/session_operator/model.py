@@ -183,9 +183,9 @@ class Owner:
         return self.username
 
     def to_api(self) -> dict[str, Any]:
-        return {"username": self.username, "groups": list(self.groups)} if self.groups else {
-            "username": self.username
-        }
+        # groups always, even empty: the mutating webhook's patch is a merge, which would
+        # otherwise keep groups a request wrote there itself.
+        return {"username": self.username, "groups": list(self.groups)}
 
 
 def parse_owner(raw: Any) -> Owner | None:

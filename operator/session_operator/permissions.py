@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-from .arbiter import PREEMPT_VERB
 from .metrics import Metrics
 from .model import PLURAL, Owner
+from .policy import PREEMPT_VERB
 
 DEFAULT_TTL = 10.0
 

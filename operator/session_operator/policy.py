@@ -31,10 +31,15 @@ from .model import (
     VERSION,
     InvalidSpecError,
     OnConflict,
+    Owner,
     Spec,
     format_duration,
     parse_duration,
 )
+
+# The permission that taking a target from another owner's session needs (RBAC): a
+# verb of its own on sessions, which no built-in role grants unless told to.
+PREEMPT_VERB = "preempt"
 
 KIND = "SessionPolicy"
 PLURAL = "sessionpolicies"
@@ -167,26 +172,38 @@ def selecting(policies: Iterable[Policy], namespace: str, target: str) -> tuple[
     return tuple(sorted((p for p in policies if p.selects(namespace, target)), key=lambda p: p.name))
 
 
-def violation(policies: Iterable[Policy], spec: Spec, *, activation: bool = False) -> str | None:
+def violation(
+    policies: Iterable[Policy], spec: Spec, *, activation: bool = False, only: Iterable[str] | None = None
+) -> str | None:
     """The first static rule ``spec`` breaks, as a sentence naming the policy and the
     rule; None when it keeps them all. ``activation``: it carries a pending activation
-    request, which counts as onConflict Replace."""
+    request, which counts as onConflict Replace. ``only``: check only the rules of these
+    spec fields (an update is held to the rules of what it changes)."""
     on_conflict = OnConflict.REPLACE if activation else spec.on_conflict
+    fields = None if only is None else set(only)
+
+    def checks(api_name: str) -> bool:
+        return fields is None or api_name in fields
+
     for p in policies:
         quoted = f'SessionPolicy "{p.name}"'
-        if p.allowed_on_conflict is not None and on_conflict not in p.allowed_on_conflict:
+        if (
+            p.allowed_on_conflict is not None
+            and (activation or checks("onConflict"))
+            and on_conflict not in p.allowed_on_conflict
+        ):
             allowed = ", ".join(sorted(p.allowed_on_conflict)) or "none"
             what = "spec.activateRequest (a Replace)" if activation else f'spec.onConflict "{on_conflict}"'
             return f"{quoted} does not allow {what}; allowed: {allowed}"
-        if p.priority_min is not None and spec.priority < p.priority_min:
-            return f"{quoted} allows spec.priority from {_range(p)}; this session asks {spec.priority}"
-        if p.priority_max is not None and spec.priority > p.priority_max:
+        low, high = p.priority_min, p.priority_max
+        outside = (low is not None and spec.priority < low) or (high is not None and spec.priority > high)
+        if checks("priority") and outside:
             return f"{quoted} allows spec.priority from {_range(p)}; this session asks {spec.priority}"
         for api_name, value, limit in (
             ("idleTimeout", spec.idle_timeout, p.idle_timeout),
             ("maxDuration", spec.max_duration, p.max_duration),
         ):
-            if limit.max is None:
+            if limit.max is None or not checks(api_name):
                 continue
             if value is None and limit.default is None:
                 return (
@@ -268,3 +285,47 @@ class Governance:
 
 
 NO_GOVERNANCE = Governance()
+
+
+# --- the sentences, shared by the decision and the admission webhook -----------------------
+
+
+def owner_name(owner: Owner | None) -> str:
+    return f'user "{owner.username}"' if owner is not None else "no recorded owner"
+
+
+def cap_breach(governance: Governance, owner: Owner | None, namespace: str, active: bool, here: int) -> str | None:
+    """Why one more Active (``active``) or Queued session of ``owner`` would break a
+    per-owner cap, as a sentence; None when every cap allows it. ``here``: the owner's
+    sessions in that phase on the target being decided (the counts cover the others)."""
+    username = owner.username if owner is not None else ""
+    for p in governance.terms.capped:
+        cap = p.max_active if active else p.max_queued
+        if cap is None:
+            continue
+        counts = governance.elsewhere.get((p.name, username), NO_COUNTS)
+        count = (counts.active if active else counts.queued) + here
+        if count + 1 > cap:
+            phase, field_name = ("Active", "maxActive") if active else ("Queued", "maxQueued")
+            return (
+                f"{owner_name(owner)} has {count} {phase} session{'s' if count != 1 else ''} that "
+                f'SessionPolicy "{p.name}" selects in namespace "{namespace}", its cap '
+                f"(perOwner.{field_name}: {cap}); end one of them first"
+            )
+    return None
+
+
+def protected(holder_owner: Owner | None, window: Default, until: str) -> str:
+    return (
+        f"of {owner_name(holder_owner)}, which SessionPolicy \"{window.policy}\" protects for "
+        f"{format_duration(window.value)} after it became Active (protectionWindow): another owner may "
+        f"not replace it until {until}"
+    )
+
+
+def not_permitted(taker: Owner | None, holder_owner: Owner | None, namespace: str, verb: str) -> str:
+    who = f'user "{taker.username}"' if taker is not None else "a session with no recorded owner (spec.owner)"
+    return (
+        f"of {owner_name(holder_owner)}; {who} may not take it: ending another owner's session needs "
+        f'the verb "{verb}" on sessions in namespace "{namespace}" (RBAC), or the holder\'s owner can release it'
+    )

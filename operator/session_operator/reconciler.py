@@ -36,7 +36,7 @@ from .metrics import Metrics
 from .model import Claim, Owner, Phase, SessionView, claim_name
 from .permissions import Permissions
 from .plan import ClaimChange, Plan, StatusWrite
-from .policy import Governance, Terms, selecting
+from .policy import Governance
 from .workqueue import RetryLater
 
 log = logging.getLogger(__name__)
@@ -181,21 +181,21 @@ class Reconciler:
         holder = await self._unseen_holder(key, sessions, claim)
         if holder is not None:
             sessions.append(holder)
-        terms = Terms(selecting(self._cache.policies(), *key))
-        capped = terms.capped
-        # Caps: the owners that may gain an Active or Queued session here are locked.
+        capped = any(p.capped and p.selects(*key) for p in self._cache.policies())
+        # Caps: the owners that may gain an Active or Queued session here are locked, and
+        # their counts elsewhere read once the lock is held.
         contenders = {
             _owner_key(key[0], s.owner) for s in sessions
             if capped and not s.deleting and (not s.decided or s.phase == Phase.QUEUED)
         }
         async with self.owner_locks.held(contenders):
+            governance = self._governance(key, sessions)
             holding = _holding(sessions) if capped else set()
             now = self._clock()
             budget = self._refresh.available(key, now.timestamp())
             defaults = self._defaults if budget == self._defaults.refresh_budget else replace(
                 self._defaults, refresh_budget=budget
             )
-            governance = self._governance(key, sessions, terms)
             plan = decide(sessions, claim, now, defaults, governance)
             if plan.asks:
                 plan = await self._ask(key, sessions, claim, now, defaults, governance, plan)
@@ -210,14 +210,10 @@ class Reconciler:
                     self._wake(other)
         return plan.next_due
 
-    def _governance(self, key: TargetKey, sessions: list[SessionView], terms: Terms) -> Governance:
+    def _governance(self, key: TargetKey, sessions: list[SessionView]) -> Governance:
         owners = {s.owner for s in sessions if s.owner is not None}
         permits = self._permissions.known(key[0], owners) if self._permissions is not None and owners else {}
-        elsewhere = {}
-        for policy in terms.capped:
-            for username in {s.owner.username if s.owner else "" for s in sessions}:
-                elsewhere[(policy.name, username)] = self._cache.owner_counts((key[0], username), policy, key[1])
-        return Governance(terms, elsewhere, permits)
+        return self._cache.governance(key, sessions, permits)
 
     async def _ask(
         self, key: TargetKey, sessions: list[SessionView], claim: Claim | None, now: datetime,

@@ -26,11 +26,12 @@ from typing import Any
 from . import admission, kopf_adapter, leader, logs
 from .arbiter import Defaults
 from .cache import ClusterView, TargetKey
+from .errors import ApiError
 from .events import EventPoster
 from .informer import Informer
 from .kube import Kube
 from .metrics import Metrics
-from .model import GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE, PLURAL, VERSION
+from .model import GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE, PLURAL, VERSION, SessionView
 from .permissions import Permissions
 from .policy import PLURAL as POLICY_PLURAL
 from .probes import Readiness
@@ -168,10 +169,12 @@ class Operator:
         """The cache is filled from a full listing of every scope."""
         return all(informer.synced.is_set() for informer in self.informers)
 
-    async def admit(self, body: Mapping[str, Any]) -> admission.Admission:
-        """The admission webhook's answer to the CREATE of ``body``, from this replica's
-        cache (leader or standby alike). Runs on the operator's loop, where the cache lives;
-        it awaits nothing, so it sees one consistent state of the cache."""
+    async def admit(self, request: admission.Request) -> admission.Admission:
+        """The admission webhook's answer to a CREATE or UPDATE, from this replica's cache
+        (leader or standby alike). Runs on the operator's loop, where the cache lives. It
+        awaits only a permission the answer depends on (a LocalSubjectAccessReview, cached
+        like the reconciler's), and then reviews again on the cache as it is then."""
+        body = request.body
         metadata = body.get("metadata") or {}
         namespace = str(metadata.get("namespace") or "")
         if self._settings.namespaces and namespace not in self._settings.namespaces:
@@ -181,14 +184,37 @@ class Operator:
         spec = body.get("spec")
         target = spec.get("target") if isinstance(spec, Mapping) else None
         key = (namespace, target if isinstance(target, str) else "")
-        answer = admission.review_create(body, self.cache.sessions(key), self.cache.claim(key), datetime.now(UTC))
+        permits: dict[str, bool] = {}
+        for _ in range(2):
+            answer = self._review(request, key, permits)
+            if answer.asks is None:
+                break
+            try:
+                permits[answer.asks.username] = await self.permissions.may_preempt(namespace, answer.asks)
+            except ApiError as e:
+                return admission.unchecked(f"could not ask whether {answer.asks.username} may preempt: {e}")
+        if answer.asks is not None:
+            return admission.unchecked("the permission it needs changed while it was asked")
         if not answer.allowed:
             name = str(metadata.get("name") or "")
             log.info(
-                "Denied the creation of session %s/%s at admission: %s", namespace, name, answer.message,
-                extra=logs.context(namespace=namespace, name=name, target=key[1]),
+                "Denied the %s of session %s/%s at admission: %s", request.operation.lower(), namespace, name,
+                answer.message, extra=logs.context(namespace=namespace, name=name, target=key[1]),
             )
         return answer
+
+    def _review(self, request: admission.Request, key: TargetKey, permits: dict[str, bool]) -> admission.Admission:
+        sessions = self.cache.sessions(key)
+        # The counts are for the owners of the group and of the session under review.
+        governance = self.cache.governance(key, [*sessions, SessionView.from_body(request.body)], permits)
+        now = datetime.now(UTC)
+        if request.operation == "UPDATE" and request.old is not None:
+            return admission.review_update(request.old, request.body, sessions, self.cache.claim(key), now, governance)
+        if request.operation == "CREATE":
+            return admission.review_create(
+                request.body, sessions, self.cache.claim(key), now, governance, request.user
+            )
+        return admission.ALLOW
 
     async def _lead(self, stop: asyncio.Event) -> None:
         """Reconcile until ``stop``: the work of the leader."""

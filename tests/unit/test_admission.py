@@ -7,8 +7,18 @@ from typing import Any
 
 import pytest
 
-from session_operator.admission import ALLOW, CONFLICT, UNPROCESSABLE, activation_requested, review_create, unchecked
-from session_operator.model import Claim, SessionView
+from session_operator.admission import (
+    ALLOW,
+    CONFLICT,
+    FORBIDDEN,
+    UNPROCESSABLE,
+    activation_requested,
+    review_create,
+    review_update,
+    unchecked,
+)
+from session_operator.model import Claim, Owner, SessionView
+from session_operator.policy import Counts, Governance, Policy, Terms
 
 T0 = datetime(2026, 11, 21, 10, 0, 0, tzinfo=UTC)
 TARGET = "repo/payments"
@@ -211,3 +221,81 @@ def test_unchecked_allows_and_says_why() -> None:
     (warning,) = answer.warnings
     assert "could not check" in warning and "not filled yet" in warning
     assert len(warning) < 256  # the API server may cut longer warnings
+
+
+# --- governance ----------------------------------------------------------------------------
+
+BOB = Owner("bob", ("devs", "system:authenticated"))
+ALICE_OWNED = view("alice-1", "Active", profile="gpt-4o", owner={"username": "alice"})
+
+
+def owned(name: str, **spec: Any) -> dict[str, Any]:
+    return body(name, owner={"username": "bob", "groups": ["devs", "system:authenticated"]}, **spec)
+
+
+def rules(elsewhere: dict[tuple[str, str], Counts] | None = None, permits: dict[str, bool] | None = None,
+          **spec: Any) -> Governance:
+    policy = Policy.from_body({"metadata": {"name": "team"}, "spec": spec})
+    return Governance(Terms((policy,)), elsewhere or {}, permits or {})
+
+
+def governed(new: dict[str, Any], governance: Governance, sessions: list[SessionView] | None = None) -> Any:
+    group = [ALICE_OWNED] if sessions is None else sessions
+    claim = claim_of(group[0]) if group else None
+    return review_create(new, group, claim, T0 + timedelta(minutes=5), governance, BOB)
+
+
+def test_an_owner_that_is_not_the_requesting_user_is_refused() -> None:
+    forged = body("bob-1", owner={"username": "alice"})
+    answer = review_create(forged, [], None, T0, user=BOB)
+    assert (answer.allowed, answer.code) == (False, FORBIDDEN)
+    assert 'spec.owner names user "alice", but the request comes from user "bob"' in answer.message
+    groups = body("bob-1", owner={"username": "bob", "groups": ["system:masters"]})
+    assert "system:masters" in review_create(groups, [], None, T0, user=BOB).message
+    assert review_create(owned("bob-1"), [], None, T0, user=BOB) == ALLOW
+
+
+def test_a_policy_rule_is_refused_naming_the_policy() -> None:
+    answer = governed(owned("bob-1", priority=99), rules(priority={"max": 10}), [])
+    assert (answer.allowed, answer.code) == (False, FORBIDDEN)
+    assert answer.message.startswith('SessionPolicy "team" allows spec.priority')
+
+
+def test_taking_another_owners_target_asks_then_answers() -> None:
+    new = owned("bob-1", onConflict="Replace")
+    asked = governed(new, rules())
+    assert asked.allowed and asked.asks == BOB
+    denied = governed(new, rules(permits={"bob": False}))
+    assert (denied.allowed, denied.code) == (False, FORBIDDEN)
+    assert 'held by session "alice-1"' in denied.message and 'the verb "preempt"' in denied.message
+    allowed = governed(new, rules(permits={"bob": True}))
+    assert allowed.allowed and allowed.warnings[0].startswith('will replace "alice-1"')
+
+
+def test_protection_and_caps_at_admission() -> None:
+    protected = governed(owned("bob-1", onConflict="Replace"), rules(protectionWindow="1h", permits={"bob": True}))
+    assert protected.code == FORBIDDEN and "until 2026-11-21T11:00:01Z" in protected.message
+    capped = rules(elsewhere={("team", "bob"): Counts(active=2)}, perOwner={"maxActive": 2})
+    refused = governed(owned("bob-2"), capped, [])
+    assert refused.code == FORBIDDEN and "perOwner.maxActive: 2" in refused.message
+    waits = governed(owned("bob-2", onConflict="Queue"), capped, [])
+    assert waits.allowed and "it waits until then" in waits.warnings[0]
+
+
+def test_an_update_is_held_to_the_rules_of_what_it_changes() -> None:
+    strict = rules(priority={"max": 10}, allowedOnConflict=["Queue", "Reject"])
+    old = {"target": TARGET, "priority": 50, "owner": {"username": "bob"}}
+    now = T0 + timedelta(minutes=5)
+    held = [ALICE_OWNED]
+    # Completing (or relabelling) an old session that a newer policy would refuse passes.
+    assert review_update({"spec": old}, {"spec": {**old, "state": "Completed"}}, held, None, now, strict) == ALLOW
+    assert review_update({"spec": old}, {"spec": {**old, "profile": "x"}}, held, None, now, strict) == ALLOW
+    raised = review_update({"spec": old}, {"spec": {**old, "priority": 60}}, held, None, now, strict)
+    assert raised.code == FORBIDDEN
+    # An activation request is a Replace of the holder: the same questions as at create.
+    request = {**old, "priority": 5, "activateRequest": "now"}
+    answer = review_update(
+        {"spec": {**old, "priority": 5}}, {"metadata": {"name": "bob-1", "namespace": "team-a"}, "spec": request},
+        held, claim_of(ALICE_OWNED), now, rules(permits={"bob": False}),
+    )
+    assert answer.code == FORBIDDEN and 'the verb "preempt"' in answer.message
