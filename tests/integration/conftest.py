@@ -15,36 +15,40 @@ from session_operator.model import LEGACY_FINALIZER as FINALIZER
 from support.apiserver import without_transition_rules
 from support.operator_process import OperatorProcess
 
-CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "sessions.session-operator.io.yaml"
+CRDS = Path(__file__).resolve().parents[2] / "crds"
+CRD_PATH = CRDS / "sessions.session-operator.io.yaml"
+POLICY_CRD_PATH = CRDS / "sessionpolicies.session-operator.io.yaml"
 
 
-async def _install_crd(kubeconfig: Path, transition_rules: bool) -> None:
+async def _install_crds(kubeconfig: Path, transition_rules: bool) -> None:
     kube = await Kube.connect(str(kubeconfig))
     try:
-        crd = yaml.safe_load(CRD_PATH.read_text())
-        if not transition_rules:
-            crd = without_transition_rules(crd)
-        path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-        try:
-            await kube.request("POST", path, body=crd)
-        except Conflict:
-            current = await kube.request("GET", f"{path}/{crd['metadata']['name']}")
-            crd["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-            await kube.request("PUT", f"{path}/{crd['metadata']['name']}", body=crd)
-        for _ in range(200):
+        for crd_path, plural in ((CRD_PATH, "sessions"), (POLICY_CRD_PATH, "sessionpolicies")):
+            crd = yaml.safe_load(crd_path.read_text())
+            if not transition_rules:
+                crd = without_transition_rules(crd)
+            path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
             try:
-                await kube.request("GET", "/apis/session-operator.io/v1alpha1/sessions", query={"limit": "1"})
-                return
-            except NotFound:
-                await asyncio.sleep(0.05)
-        raise RuntimeError("the Session CRD was not served in time")
+                await kube.request("POST", path, body=crd)
+            except Conflict:
+                current = await kube.request("GET", f"{path}/{crd['metadata']['name']}")
+                crd["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+                await kube.request("PUT", f"{path}/{crd['metadata']['name']}", body=crd)
+            for _ in range(200):
+                try:
+                    await kube.request("GET", f"/apis/session-operator.io/v1alpha1/{plural}", query={"limit": "1"})
+                    break
+                except NotFound:
+                    await asyncio.sleep(0.05)
+            else:
+                raise RuntimeError(f"the CRD {crd['metadata']['name']} was not served in time")
     finally:
         await kube.close()
 
 
 @pytest.fixture(scope="session")
 def session_crd(cluster: Any) -> Path:
-    asyncio.run(_install_crd(cluster.kubeconfig, cluster.transition_rules))
+    asyncio.run(_install_crds(cluster.kubeconfig, cluster.transition_rules))
     return CRD_PATH
 
 

@@ -154,3 +154,33 @@ async def wait_event(kube: Any, namespace: str, name: str, event: tuple[str, str
         return True
 
     await eventually(arrived, within=within, what=f"event {event} for {name}")
+
+
+POLICIES = "/apis/session-operator.io/v1alpha1/sessionpolicies"
+
+
+class SessionPolicy:
+    """A SessionPolicy for one test (cluster-scoped: it is deleted again on the way out)."""
+
+    def __init__(self, kube: Any, name: str, **spec: Any) -> None:
+        self.kube, self.name, self.spec = kube, name, spec
+
+    async def __aenter__(self) -> SessionPolicy:
+        obj = {"apiVersion": API, "kind": "SessionPolicy", "metadata": {"name": self.name}, "spec": self.spec}
+        status, answer = await self.kube.request("POST", POLICIES, json=obj)
+        assert status == 201, (status, answer)
+        return self
+
+    async def update(self, **spec: Any) -> None:
+        status, answer = await self.kube.request(
+            "PATCH", f"{POLICIES}/{self.name}", json={"spec": spec}, content_type="application/merge-patch+json"
+        )
+        assert status == 200, (status, answer)
+
+    async def __aexit__(self, *_: Any) -> None:
+        await self.kube.request("DELETE", f"{POLICIES}/{self.name}")
+
+
+def owner(username: str) -> dict[str, Any]:
+    """spec.owner as admission records it (for servers where no admission sets it)."""
+    return {"username": username, "groups": ["system:authenticated"]}
