@@ -278,6 +278,7 @@ def _target_view(
         view.holder = {
             "name": holder.name,
             "uid": holder.uid,
+            "owner": holder.owner.username if holder.owner is not None else None,
             "profile": holder.profile,
             "activeSince": status.get("activeSince"),
             "heldForSeconds": _seconds(_since(status.get("activeSince"), now)),
@@ -292,6 +293,7 @@ def _target_view(
             "position": position,
             "name": session.name,
             "uid": session.uid,
+            "owner": session.owner.username if session.owner is not None else None,
             "profile": session.profile,
             "priority": session.spec.priority if session.spec is not None else 0,
             "creationTimestamp": (item.get("metadata") or {}).get("creationTimestamp"),
@@ -348,18 +350,29 @@ def render_who(views: list[TargetView], all_namespaces: bool) -> str:
     for view in views:
         holder = view.holder or {}
         holders.append([*([view.namespace] if all_namespaces else []), view.target, holder.get("name"),
-                        holder.get("profile") if view.holder else None,
+                        holder.get("owner"), holder.get("profile") if view.holder else None,
                         _duration_cell(holder.get("heldForSeconds")), _deadline_cell(holder), len(view.queue)])
-    out = table([*lead, "TARGET", "HOLDER", "PROFILE", "HELD FOR", "IDLE DEADLINE", "WAITING"], holders)
+    out = table([*lead, "TARGET", "HOLDER", "OWNER", "PROFILE", "HELD FOR", "IDLE DEADLINE", "WAITING"], holders)
     queue = [
-        [*([view.namespace] if all_namespaces else []), entry["position"], entry["name"], entry["profile"],
-         entry["priority"], _duration_cell(entry["waitingForSeconds"])]
+        [*([view.namespace] if all_namespaces else []), entry["position"], entry["name"], entry["owner"],
+         entry["profile"], entry["priority"], _duration_cell(entry["waitingForSeconds"])]
         for view in views
         for entry in view.queue
     ]
     if queue:
-        out += "\n\n" + table([*lead, "POSITION", "NAME", "PROFILE", "PRIORITY", "WAITING FOR"], queue)
+        out += "\n\n" + table([*lead, "POSITION", "NAME", "OWNER", "PROFILE", "PRIORITY", "WAITING FOR"], queue)
     return out
+
+
+# What a session Rejected by a governance rule can do (kubectl session activate would
+# meet the same rule).
+GOVERNED = {
+    "NotPermitted": "Ask a namespace admin for the verb \"preempt\" on sessions (the chart's ClusterRole "
+                    "session-operator-preempt), or ask the holder's owner to release the target.",
+    "Protected": "Try again once the protection window has passed, or ask the holder's owner to release it.",
+    "OwnerLimit": "End one of the owner's other sessions (kubectl get sess -o wide shows owners), then "
+                  "create it again.",
+}
 
 
 def why_paragraph(
@@ -378,7 +391,9 @@ def why_paragraph(
     phase = status.get("phase")
     ready = _condition(body, "Ready")
     reason, message = ready.get("reason"), (ready.get("message") or "").rstrip(".")
-    subject = f'Session "{name}" (namespace "{namespace}", target "{target}")'
+    owner = (spec.get("owner") or {}).get("username") if isinstance(spec.get("owner"), Mapping) else None
+    owned = f', owner "{owner}"' if owner else ""
+    subject = f'Session "{name}" (namespace "{namespace}", target "{target}"{owned})'
     flag = f" -n {namespace}"
     if not phase or phase == Phase.PENDING:
         return (f"{subject} is not decided yet: no operator has written its status. Check that session-operator "
@@ -406,8 +421,11 @@ def why_paragraph(
         entry = next((e for e in view.queue if e["name"] == name), None)
         place = f"number {entry['position']} of {len(view.queue)} in line" if entry else "in line"
         if holder is not None:
-            behind = (f'behind "{holder["name"]}" (profile "{holder["profile"]}", active for '
+            of = f', owner "{holder["owner"]}"' if holder.get("owner") else ""
+            behind = (f'behind "{holder["name"]}" (profile "{holder["profile"]}"{of}, active for '
                       f"{human_duration(holder['heldForSeconds'] or 0)})")
+        elif "passed over while" in message:
+            behind = "while nobody holds the target: " + message.split("; passed over while ", 1)[-1]
         else:
             behind = "while nobody holds the target (it is about to be promoted)"
         parts.insert(0, f"{subject} is Queued, {place} {behind}.")
@@ -424,8 +442,11 @@ def why_paragraph(
         if reason == "DuplicateProfile" and in_the_way:
             still = " (still Active)" if holder is not None and holder["name"] == in_the_way else ""
             parts.append(f'To reuse the running session, use "{in_the_way}"{still}.')
-        parts.append(f"It stays Rejected until its spec changes; to take the target anyway: "
-                     f"kubectl session activate {name}{flag}.")
+        if reason in GOVERNED:
+            parts.append(f"It stays Rejected until its spec changes. {GOVERNED[reason]}")
+        else:
+            parts.append(f"It stays Rejected until its spec changes; to take the target anyway: "
+                         f"kubectl session activate {name}{flag}.")
     else:
         parts.insert(0, f"{subject} is {phase}{because}{said}.")
         if phase == Phase.INVALID:

@@ -70,8 +70,8 @@ async def test_who_shows_the_holder_and_the_live_queue(kube: Any, namespace: str
     assert (ran.code, ran.err) == (0, "")
     holder_table, queue_table = ran.out.rstrip("\n").split("\n\n")
     header, row = holder_table.splitlines()
-    assert header.split() == ["TARGET", "HOLDER", "PROFILE", "HELD", "FOR", "IDLE", "DEADLINE", "WAITING"]
-    assert row.split()[:3] == ["repo/payments", "alice-1", "gpt-4o"] and row.split()[-1] == "3"
+    assert header.split() == ["TARGET", "HOLDER", "OWNER", "PROFILE", "HELD", "FOR", "IDLE", "DEADLINE", "WAITING"]
+    assert row.split()[:4] == ["repo/payments", "alice-1", "<none>", "gpt-4o"] and row.split()[-1] == "3"
     assert "(in 29m" in row or "(in 30m" in row
     assert [line.split()[:2] for line in queue_table.splitlines()] == [
         ["POSITION", "NAME"], ["1", "vip-1"], ["2", "bob-1"], ["3", "carol-1"],

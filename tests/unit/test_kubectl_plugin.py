@@ -172,14 +172,17 @@ def test_who_computes_the_live_queue_from_the_sessions() -> None:
 
 def test_who_prints_the_holder_then_the_queue_as_kubectl_tables() -> None:
     views = plugin.target_views(QUEUE, "repo/payments", NOW)
+    owned = [{**item, "spec": {**item["spec"], "owner": {"username": "alice"}}} if i in (0, 2) else item
+             for i, item in enumerate(QUEUE)]
+    views = plugin.target_views(owned, "repo/payments", NOW)
     assert plugin.render_who(views, all_namespaces=False) == (
-        "TARGET          HOLDER    PROFILE   HELD FOR   IDLE DEADLINE                   WAITING\n"
-        "repo/payments   alice-1   gpt-4o    2m10s      2026-11-21T10:57:50Z (in 27m)   3\n"
+        "TARGET          HOLDER    OWNER   PROFILE   HELD FOR   IDLE DEADLINE                   WAITING\n"
+        "repo/payments   alice-1   alice   gpt-4o    2m10s      2026-11-21T10:57:50Z (in 27m)   3\n"
         "\n"
-        "POSITION   NAME      PROFILE   PRIORITY   WAITING FOR\n"
-        "1          vip-1     gpt-4o    5          10s\n"
-        "2          bob-1     gpt-5     0          40s\n"
-        "3          carol-1   gpt-5     0          40s"
+        "POSITION   NAME      OWNER    PROFILE   PRIORITY   WAITING FOR\n"
+        "1          vip-1     <none>   gpt-4o    5          10s\n"
+        "2          bob-1     alice    gpt-5     0          40s\n"
+        "3          carol-1   <none>   gpt-5     0          40s"
     )
 
 
@@ -188,9 +191,9 @@ def test_who_in_every_namespace_adds_the_namespace_and_leaves_out_an_empty_queue
     views = plugin.target_views(items, "repo/payments", NOW)
     text = plugin.render_who(views, all_namespaces=True)
     lines = text.splitlines()
-    assert lines[0].split() == ["NAMESPACE", "TARGET", "HOLDER", "PROFILE", "HELD", "FOR", "IDLE", "DEADLINE",
-                                "WAITING"]
-    assert lines[2].split() == ["team-b", "repo/payments", "x-1", "<none>", "120m", "<none>", "0"]
+    assert lines[0].split() == ["NAMESPACE", "TARGET", "HOLDER", "OWNER", "PROFILE", "HELD", "FOR", "IDLE",
+                                "DEADLINE", "WAITING"]
+    assert lines[2].split() == ["team-b", "repo/payments", "x-1", "<none>", "<none>", "120m", "<none>", "0"]
     assert lines[4].split()[:3] == ["NAMESPACE", "POSITION", "NAME"]
     assert [line.split()[0] for line in lines[5:]] == ["team-a"] * 3
     (alone,) = plugin.target_views([items[-1]], "repo/payments", NOW)
@@ -227,6 +230,16 @@ def test_why_active_names_the_deadline_and_who_is_next() -> None:
         "activity is recorded (kubectl session touch alice-1 -n team-a), it is Abandoned at 2026-11-21T10:57:50Z "
         "(in 27m). 3 sessions wait behind it; next: vip-1."
     )
+
+
+def test_why_names_the_owner_and_what_a_governed_rejection_can_do() -> None:
+    rejected = session("bob-2", "Rejected", created=20, reason="NotPermitted", holder=holder_info("alice-1"),
+                       message='target "repo/payments" is held by session "alice-1"; user "bob" may not take it')
+    rejected["spec"]["owner"] = {"username": "bob"}
+    text = plugin.why_paragraph(rejected, [*QUEUE, rejected], NOW)
+    assert text.startswith('Session "bob-2" (namespace "team-a", target "repo/payments", owner "bob") is Rejected '
+                           "(reason NotPermitted)")
+    assert 'the verb "preempt"' in text and "kubectl session activate" not in text
 
 
 def test_why_queued_gives_the_live_place_and_says_when_the_status_lags() -> None:
