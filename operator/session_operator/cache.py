@@ -243,6 +243,10 @@ class ClusterView:
     def policy_errors(self) -> dict[str, str]:
         return dict(self._policy_errors)
 
+    def policy_names(self) -> tuple[list[str], list[str]]:
+        """The SessionPolicies in force, and those left out, by name."""
+        return sorted(self._policies), sorted(self._policy_errors)
+
     def policy_event(self, kind: str, body: Mapping[str, Any]) -> set[TargetKey]:
         """A watch event about a SessionPolicy; returns the targets to decide again (those
         with waiting sessions it selects or selected: a raised cap promotes them)."""

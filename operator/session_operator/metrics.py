@@ -27,6 +27,8 @@ class ClusterCounts(Protocol):
 
     def oldest_undecided(self, now: datetime) -> float: ...
 
+    def policy_names(self) -> tuple[list[str], list[str]]: ...
+
 
 class QueueCounts(Protocol):
     @property
@@ -127,6 +129,18 @@ class _ClusterCollector(Collector):
             "Age of the oldest session with no decision for its current generation (0: none).",
             value=self._cluster.oldest_undecided(self._clock()),
         )
+        policies = GaugeMetricFamily(
+            f"{PREFIX}_session_policies",
+            "SessionPolicies the operator sees, by name and state: in-force, or unusable (left out; "
+            "the log says why).",
+            labels=["name", "state"],
+        )
+        in_force, unusable = self._cluster.policy_names()
+        for name in in_force:
+            policies.add_metric([name, "in-force"], 1)
+        for name in unusable:
+            policies.add_metric([name, "unusable"], 1)
+        yield policies
         yield GaugeMetricFamily(
             f"{PREFIX}_deadlines_pending",
             "Targets with a time-based deadline or a retry waiting in the work queue.",

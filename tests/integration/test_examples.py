@@ -22,9 +22,6 @@ FIELDS = {
     "replaces": lambda st: st.get("replaces"),
 }
 
-pytestmark = pytest.mark.usefixtures("operator")
-
-
 def expectations(path: Path) -> list[list[str]]:
     found = [line.split("# expect:", 1)[1].split() for line in path.read_text().splitlines() if "# expect:" in line]
     assert found, f"{path.name} promises nothing checkable (no '# expect:' lines)"
@@ -61,10 +58,26 @@ def mismatch(items: dict[str, dict[str, Any]], expect: list[str]) -> str | None:
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
-async def test_example(kube: Any, namespace: str, path: Path) -> None:
+async def test_example(kube: Any, namespace: str, path: Path, operator: Any) -> None:
     text = path.read_text()  # noqa: ASYNC240 - a small local file
+    policies = []
     for doc in yaml.safe_load_all(text):
-        if doc:
+        if doc and doc.get("kind") == "SessionPolicy":
+            # Cluster-scoped: created first (as an admin would have), deleted afterwards.
+            status, obj = await kube.request("POST", s.POLICIES, json=doc)
+            assert status == 201, (status, obj)
+            policies.append(doc["metadata"]["name"])
+            await s.policy_in_force(operator, doc["metadata"]["name"])
+    try:
+        await _apply_sessions(kube, namespace, path, text)
+    finally:
+        for name in policies:
+            await kube.request("DELETE", f"{s.POLICIES}/{name}")
+
+
+async def _apply_sessions(kube: Any, namespace: str, path: Path, text: str) -> None:
+    for doc in yaml.safe_load_all(text):
+        if doc and doc.get("kind") == "Session":
             status, obj = await kube.request("POST", s.sessions_path(namespace), json=doc)
             assert status == 201, (status, obj)
     wanted = expectations(path)

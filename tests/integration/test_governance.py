@@ -9,18 +9,17 @@ tests write it themselves, as a MutatingAdmissionPolicy or the operator's webhoo
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
-
-import pytest
 
 from support import sessions as s
 from support.watcher import InvariantWatcher
 
-pytestmark = pytest.mark.usefixtures("operator")
 
-
-async def test_fifty_racing_creates_against_a_cap_of_three(kube: Any, namespace: str) -> None:
-    async with s.SessionPolicy(kube, f"cap-{namespace}", namespaces=[namespace], perOwner={"maxActive": 3}):
+async def test_fifty_racing_creates_against_a_cap_of_three(kube: Any, namespace: str, operator: Any) -> None:
+    cap = {"maxActive": 3}
+    async with s.SessionPolicy(kube, f"cap-{namespace}", namespaces=[namespace], perOwner=cap) as policy:
+        await policy.in_force(operator)
         names = [f"run-{i:02d}" for i in range(50)]
         async with InvariantWatcher(kube, namespace) as watcher:
             await asyncio.gather(*(
@@ -39,8 +38,12 @@ async def test_fifty_racing_creates_against_a_cap_of_three(kube: Any, namespace:
         assert s.phase((await s.phases_when_settled(kube, namespace, ["other"]))["other"]) == "Active"
 
 
-async def test_a_waiting_session_is_promoted_when_its_owner_is_under_the_cap(kube: Any, namespace: str) -> None:
-    async with s.SessionPolicy(kube, f"cap-{namespace}", namespaces=[namespace], perOwner={"maxActive": 1}):
+async def test_a_waiting_session_is_promoted_when_its_owner_is_under_the_cap(
+    kube: Any, namespace: str, operator: Any
+) -> None:
+    cap = {"maxActive": 1}
+    async with s.SessionPolicy(kube, f"cap-{namespace}", namespaces=[namespace], perOwner=cap) as policy:
+        await policy.in_force(operator)
         await s.create(kube, namespace, "first", "repo/a", owner=s.owner("ci"))
         await s.phases_when_settled(kube, namespace, ["first"])
         await s.create(kube, namespace, "second", "repo/b", owner=s.owner("ci"), onConflict="Queue")
@@ -55,11 +58,12 @@ async def test_a_waiting_session_is_promoted_when_its_owner_is_under_the_cap(kub
         await s.eventually(promoted, within=20, what="the waiting session promoted on another target")
 
 
-async def test_static_rules_defaults_and_a_policy_change(kube: Any, namespace: str) -> None:
+async def test_static_rules_defaults_and_a_policy_change(kube: Any, namespace: str, operator: Any) -> None:
     async with s.SessionPolicy(
         kube, f"rules-{namespace}", namespaces=[namespace], targetPrefixes=["repo/"],
         allowedOnConflict=["Reject", "Queue"], idleTimeout={"default": "30m", "max": "2h"},
     ) as policy:
+        await policy.in_force(operator)
         await s.create(kube, namespace, "fine", "repo/a", owner=s.owner("ci"))
         await s.create(kube, namespace, "greedy", "repo/b", owner=s.owner("ci"), idleTimeout="5h")
         await s.create(kube, namespace, "pushy", "repo/c", owner=s.owner("ci"), onConflict="Replace")
@@ -76,13 +80,23 @@ async def test_static_rules_defaults_and_a_policy_change(kube: Any, namespace: s
         await s.wait_event(kube, namespace, "greedy", ("Warning", "Invalid"))
         # A stricter policy never ends a running session by itself.
         await policy.update(idleTimeout={"default": "1m", "max": "1m"})
-        await asyncio.sleep(1)
+
+        async def seen() -> bool:  # a session decided after the change gets the new default
+            name = f"probe-{time.monotonic_ns()}"
+            await s.create(kube, namespace, name, f"repo/{name}", owner=s.owner("probe"))
+            probe = (await s.phases_when_settled(kube, namespace, [name]))[name]
+            await s.delete(kube, namespace, name)
+            return probe["status"].get("limits", {}).get("idleTimeout") == "1m"
+
+        await s.eventually(seen, within=20, what="the operator deciding under the changed policy")
         fine = await s.get(kube, namespace, "fine")
         assert s.phase(fine) == "Active" and fine["status"]["limits"]["idleTimeout"] == "30m"
 
 
-async def test_the_protection_window(kube: Any, namespace: str) -> None:
-    async with s.SessionPolicy(kube, f"protect-{namespace}", namespaces=[namespace], protectionWindow="1h"):
+async def test_the_protection_window(kube: Any, namespace: str, operator: Any) -> None:
+    window = "1h"
+    async with s.SessionPolicy(kube, f"protect-{namespace}", namespaces=[namespace], protectionWindow=window) as policy:
+        await policy.in_force(operator)
         await s.create(kube, namespace, "alice-1", "repo/a", owner=s.owner("alice"))
         await s.phases_when_settled(kube, namespace, ["alice-1"])
         await s.create(kube, namespace, "bob-1", "repo/a", owner=s.owner("bob"), onConflict="Replace")

@@ -171,6 +171,11 @@ class SessionPolicy:
         assert status == 201, (status, answer)
         return self
 
+    async def in_force(self, operator: Any, within: float = 20.0) -> None:
+        """Wait until ``operator`` reports the policy in force (its metrics), so that what
+        the test creates next is decided under it."""
+        await policy_in_force(operator, self.name, within)
+
     async def update(self, **spec: Any) -> None:
         status, answer = await self.kube.request(
             "PATCH", f"{POLICIES}/{self.name}", json={"spec": spec}, content_type="application/merge-patch+json"
@@ -179,6 +184,15 @@ class SessionPolicy:
 
     async def __aexit__(self, *_: Any) -> None:
         await self.kube.request("DELETE", f"{POLICIES}/{self.name}")
+
+
+async def policy_in_force(operator: Any, name: str, within: float = 20.0, state: str = "in-force") -> None:
+    line = f'session_operator_session_policies{{name="{name}",state="{state}"}} 1.0'
+
+    async def reported() -> bool:
+        return line in await asyncio.to_thread(operator.metrics)
+
+    await eventually(reported, within=within, what=f"SessionPolicy {name} {state} for the operator")
 
 
 def owner(username: str) -> dict[str, Any]:
