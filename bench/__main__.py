@@ -42,6 +42,9 @@ startup       n sessions (``--sizes``; default 10,000) and their claims over 100
 burst-1000    n new sessions over n targets (onConflict Reject), 20 concurrent creates;
 burst-5000    decided per second (first create → last decision seen on a watch opened
               before) and create → decided seen, p50 / p99.
+burst-governed  burst-1000 with a SessionPolicy selecting every session and setting
+              every rule (caps no session reaches), sessions of 100 owners: the same
+              measures, and its ratio against burst-1000's (governance's cost).
 queue-1000    n new sessions on one target with onConflict Queue; the same measures.
 isolated      create → Active seen, one at a time (200 after 20 warm-up): p50, p99.
 requests      API requests per decision made by the operator's user agent, as the
@@ -79,9 +82,9 @@ from .cluster import RealCluster, real_kubeconfig  # noqa: E402
 from .report import Row, machine, table, write  # noqa: E402
 from .run import Run, Sizes  # noqa: E402
 
-CASES = ["startup", "burst-1000", "burst-5000", "queue-1000", "isolated", "requests", "queue-truth", "watch-safety",
-         "decide"]
-WATCHED = {"startup", "burst-1000", "burst-5000", "queue-1000", "isolated", "requests", "queue-truth"}
+CASES = ["startup", "burst-1000", "burst-governed", "burst-5000", "queue-1000", "isolated", "requests", "queue-truth",
+         "watch-safety", "decide"]
+WATCHED = {"startup", "burst-1000", "burst-governed", "burst-5000", "queue-1000", "isolated", "requests", "queue-truth"}
 EMULATOR_ONLY_ABOVE = 10_000
 
 
@@ -120,6 +123,8 @@ async def run_case(run: Run, case: str) -> None:
         startup.growth_row(run)
     elif case == "burst-1000":
         await bursts.burst(run, case, sizes.burst_small, queue=False)
+    elif case == "burst-governed":
+        await bursts.burst(run, case, sizes.burst_small, queue=False, governed=True)
     elif case == "burst-5000":
         await bursts.burst(run, case, sizes.burst_large, queue=False)
     elif case == "queue-1000":

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .cluster import BenchClient, EmulatorServer, Server, leases_path, sessions_path
+from .cluster import POLICIES, BenchClient, EmulatorServer, Server, leases_path, sessions_path
 from .process import Operator, process_cpu_seconds
 from .report import Row, percentile, rate, secs, times
 from .run import Run, client_for, workers
@@ -22,6 +22,20 @@ from .shapes import MERGE_PATCH, Templates, claim_body, guarded_status, session_
 from .watch import SessionWatch
 
 QUEUE_TARGET = "queue/one"
+OWNERS = 100  # governed bursts: sessions of this many owners, round robin
+
+
+def governing_policy(name: str, namespace: str, n: int) -> dict[str, Any]:
+    """A SessionPolicy that selects every session of the case and sets every rule, with
+    caps no session reaches: the cost of governance, not of its refusals."""
+    return {
+        "apiVersion": "session-operator.io/v1alpha1", "kind": "SessionPolicy", "metadata": {"name": name},
+        "spec": {
+            "namespaces": [namespace], "allowedOnConflict": ["Reject", "Queue"], "priority": {"min": -10, "max": 10},
+            "idleTimeout": {"default": "30m", "max": "24h"}, "maxDuration": {"default": "8h", "max": "24h"},
+            "perOwner": {"maxActive": n, "maxQueued": n}, "protectionWindow": "1m",
+        },
+    }
 
 
 def _name(i: int) -> str:
@@ -79,10 +93,13 @@ async def _measure(
 
 
 async def _operator_side(
-    run: Run, client: BenchClient, server: Server, namespace: str, n: int, queue: bool, label: str
+    run: Run, client: BenchClient, server: Server, namespace: str, n: int, queue: bool, label: str,
+    governed: bool = False,
 ) -> dict[str, Any]:
     path = sessions_path(namespace)
     spec = {"onConflict": "Queue"} if queue else {"onConflict": "Reject"}
+    if governed:
+        await client.ok("POST", POLICIES, json=governing_policy(f"bench-{namespace}", namespace, n))
     server_pid = server.pid() if isinstance(server, EmulatorServer) else None
     operator = Operator(server.kubeconfig, run.log_dir, name=f"operator-{label}").start()
     try:
@@ -91,7 +108,8 @@ async def _operator_side(
         cpu0 = operator.cpu_seconds()
 
         async def one(i: int, sent: dict[int, float]) -> None:
-            body = session_body(_name(i), _target(i, queue), **spec)
+            owned = {"owner": {"username": f"user-{i % OWNERS}", "groups": ["system:authenticated"]}}
+            body = session_body(_name(i), _target(i, queue), **spec, **(owned if governed else {}))
             sent[i] = time.perf_counter()
             await client.ok("POST", path, json=body)
 
@@ -135,13 +153,15 @@ async def _floor_side(
     return await _measure(client, namespace, n, run.sizes.concurrency, 60 + 0.2 * n, one, server_pid)
 
 
-async def burst(run: Run, case: str, n: int, queue: bool) -> None:
+async def burst(run: Run, case: str, n: int, queue: bool, governed: bool = False) -> None:
     async with run.server(case) as server, client_for(server) as client:
         templates = await run.ensure_templates(server)
         namespace = await server.new_namespace(client, case)
-        print(f"  operator: {n} sessions{' on one target' if queue else ''}, concurrency {run.sizes.concurrency}",
-              flush=True)
-        op = await _operator_side(run, client, server, namespace, n, queue, case)
+        print(f"  operator: {n} sessions{' on one target' if queue else ''}, concurrency {run.sizes.concurrency}"
+              f"{f', {OWNERS} owners, a SessionPolicy selecting every one' if governed else ''}", flush=True)
+        op = await _operator_side(run, client, server, namespace, n, queue, case, governed)
+        if governed:
+            await client.request("DELETE", f"{POLICIES}/bench-{namespace}")
         floor_ns = await server.new_namespace(client, f"{case}-floor")
         print("  floor: the client writes claim and status itself", flush=True)
         floor = await _floor_side(run, client, server, floor_ns, n, queue, templates)
@@ -177,6 +197,16 @@ async def burst(run: Run, case: str, n: int, queue: bool) -> None:
         None if p99_ratio is None else p99_ratio <= 1,
     ))
     _cpu_row(run, label, op, floor)
+    plain = run.results.get("burst-1000")
+    if governed and plain and plain["floor"].get("throughput_per_s") and plain["operator"].get("throughput_per_s"):
+        before = plain["operator"]["throughput_per_s"] / plain["floor"]["throughput_per_s"]
+        change = ratio / before if ratio is not None else None
+        run.rows.append(Row(
+            label, "its ratio ÷ burst-1000's ratio (governance's cost)",
+            f"{ratio:.2f}" if ratio is not None else "–", f"{before:.2f}",
+            "–" if change is None else f"{change:.2f}", "≈ 1 (within noise, ≥ 0.9)",
+            None if change is None else change >= 0.9,
+        ))
 
 
 def _cpu_row(run: Run, label: str, op: dict[str, Any], floor: dict[str, Any]) -> None:

@@ -30,6 +30,8 @@ from support.kubeclient import KubeClient
 
 ROOT = Path(__file__).resolve().parents[1]
 CRD_PATH = ROOT / "crds" / "sessions.session-operator.io.yaml"
+POLICY_CRD_PATH = ROOT / "crds" / "sessionpolicies.session-operator.io.yaml"
+POLICIES = "/apis/session-operator.io/v1alpha1/sessionpolicies"
 KUBECONFIG_ENV = "SESSION_OPERATOR_TEST_KUBECONFIG"
 USER_AGENT = "session-operator-bench/1"
 SESSIONS = "/apis/session-operator.io/v1alpha1/sessions"
@@ -133,7 +135,7 @@ class EmulatorServer(Server):
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kube_emulator", "--host", "127.0.0.1", "--port", "0", "--tls",
-             "--kubeconfig", str(self.kubeconfig), "--crd", str(CRD_PATH),
+             "--kubeconfig", str(self.kubeconfig), "--crd", str(CRD_PATH), "--crd", str(POLICY_CRD_PATH),
              "--watch-history", str(self.watch_history)],
             stdout=subprocess.PIPE, stderr=log, env=env,
         )  # fmt: skip
@@ -176,11 +178,12 @@ class RealCluster(Server):
         try:
             version = await client.ok("GET", "/version")
             self.name = str(version.get("gitVersion") or "unknown")
-            crd = yaml.safe_load(CRD_PATH.read_text())
             minor = int("".join(ch for ch in str(version.get("minor", "0")) if ch.isdigit()) or 0)
-            if minor < TRANSITION_RULES_SINCE:  # oldSelf rules do not compile before 1.25
-                crd = without_transition_rules(crd)
-            await client.apply_crd(crd)
+            for path in (CRD_PATH, POLICY_CRD_PATH):
+                crd = yaml.safe_load(path.read_text())
+                if minor < TRANSITION_RULES_SINCE:  # oldSelf rules do not compile before 1.25
+                    crd = without_transition_rules(crd)
+                await client.apply_crd(crd)
         finally:
             await client.close()
 
