@@ -62,14 +62,16 @@ class Demo:
 
     async def install_crd(self) -> None:
         assert self.kube is not None
-        crd = yaml.safe_load((ROOT / "crds" / "sessions.session-operator.io.yaml").read_text())
-        await self.kube.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", body=crd)
-        for _ in range(100):
-            try:
-                await self.kube.request("GET", f"/apis/{GROUP}/{VERSION}")
-                break
-            except NotFound:
-                await asyncio.sleep(0.05)
+        for name in ("sessions.session-operator.io.yaml", "sessionpolicies.session-operator.io.yaml"):
+            crd = yaml.safe_load((ROOT / "crds" / name).read_text())
+            await self.kube.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", body=crd)
+        for plural in ("sessions", "sessionpolicies"):
+            for _ in range(100):
+                try:
+                    await self.kube.request("GET", f"/apis/{GROUP}/{VERSION}/{plural}")
+                    break
+                except NotFound:
+                    await asyncio.sleep(0.05)
         await self.kube.request(
             "POST", "/api/v1/namespaces", body={"apiVersion": "v1", "kind": "Namespace",
                                                 "metadata": {"name": self.namespace}}
@@ -115,8 +117,24 @@ class Demo:
         for doc in yaml.safe_load_all((ROOT / "examples" / example).read_text()):
             if not doc:
                 continue
+            if doc.get("kind") == "SessionPolicy":  # cluster-scoped, written by the cluster's owners
+                await self.kube.request("POST", f"/apis/{GROUP}/{VERSION}/sessionpolicies", body=doc)
+                print(f"sessionpolicy.session-operator.io/{doc['metadata']['name']} created")
+                await self.policy_in_force(doc["metadata"]["name"])
+                continue
             await self.kube.request("POST", self._path(), body=doc)
             print(f"session.session-operator.io/{doc['metadata']['name']} created")
+
+    async def policy_in_force(self, name: str) -> None:
+        """Until the operator reports the policy in force (its session_policies gauge)."""
+        line = f'session_operator_session_policies{{name="{name}",state="in-force"}} 1.0'
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        for _ in range(200):
+            text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=2).read().decode())
+            if line in text:
+                return
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"the operator did not report SessionPolicy {name} in force")
 
     async def patch_spec(self, name: str, spec: dict[str, Any]) -> None:
         assert self.kube is not None
@@ -231,7 +249,16 @@ async def _walkthrough(demo: Demo) -> None:
     await demo.get_sess(["chat-1", "chat-2"])
     await demo.conditions("chat-1")
     await demo.claim("user/alice")
-    await demo.events(["chat-1", "chat-2", "preview-b", "deploy-a"])
+
+    _scene("4. Governed targets", "A SessionPolicy written by the cluster's owners: at most one Active staging "
+           "environment per owner, and no Replace. A second one of the same owner is rejected for the cap, and a "
+           "Replace is Invalid, each message naming the policy and its rule.")
+    await demo.apply("08-session-policy.yaml")
+    staging = ["staging-1", "staging-2", "staging-3"]
+    await demo.settle(staging)
+    await demo.get_sess(staging)
+    await demo.conditions("staging-2")
+    await demo.events(["chat-1", "chat-2", "preview-b", "deploy-a", "staging-2"])
 
 
 def main(argv: list[str] | None = None) -> int:

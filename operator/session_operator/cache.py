@@ -29,7 +29,16 @@ from typing import Any
 
 import orjson
 
-from .model import ACTIVITY_ANNOTATION, TARGET_ANNOTATION, Claim, Phase, SessionView, parse_time, rv_order
+from .model import (
+    ACTIVITY_ANNOTATION,
+    TARGET_ANNOTATION,
+    Claim,
+    DesiredState,
+    Phase,
+    SessionView,
+    parse_time,
+    rv_order,
+)
 from .policy import Counts, Governance, InvalidPolicyError, Policy, Terms, selecting
 
 log = logging.getLogger(__name__)
@@ -276,8 +285,13 @@ class ClusterView:
     def _own(self, stored: _Stored, add: bool) -> None:
         view = stored.view
         phase = stored.shown
-        if phase not in (Phase.ACTIVE.value, Phase.QUEUED.value) or view.deleting:
+        if view.deleting:
             return
+        if phase not in (Phase.ACTIVE.value, Phase.QUEUED.value):
+            # (The stored view has no status: whether it is decided is in its phase key.)
+            if stored.phase_key[1] != UNDECIDED or view.spec is None or view.spec.state is not DesiredState.ACTIVE:
+                return
+            phase = UNDECIDED  # asks for its target and is not decided yet
         owner = view.owner
         key = (view.namespace, owner.username if owner is not None else "", phase)
         if add:
@@ -288,6 +302,26 @@ class ClusterView:
             sessions.pop(view.uid, None)
             if not sessions:
                 del self._owned[key]
+
+    def waits_behind(self, session: SessionView, policy: Policy) -> SessionView | None:
+        """An undecided session of the same owner, on another target that ``policy`` also
+        selects, that comes before ``session`` in queue order (priority, age, name): under
+        a cap it is decided first, so that the owner's sessions take their cap in order."""
+        owner = session.owner
+        namespace = session.namespace
+        others = self._owned.get((namespace, owner.username if owner is not None else "", UNDECIDED))
+        if not others:
+            return None
+        first = None
+        for uid, target in others.items():
+            if target == session.target or not policy.selects(namespace, target):
+                continue
+            stored = self._sessions.get(uid)
+            if stored is None or stored.view.order_key >= session.order_key:
+                continue
+            if first is None or stored.view.order_key < first.order_key:
+                first = stored.view
+        return first
 
     # --- sessions --------------------------------------------------------------------------
 

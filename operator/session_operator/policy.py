@@ -307,10 +307,13 @@ def cap_breach(governance: Governance, owner: Owner | None, namespace: str, acti
         count = (counts.active if active else counts.queued) + here
         if count + 1 > cap:
             phase, field_name = ("Active", "maxActive") if active else ("Queued", "maxQueued")
+            subject = (
+                f'user "{owner.username}" is' if owner is not None else "the sessions with no recorded owner are"
+            )
             return (
-                f"{owner_name(owner)} has {count} {phase} session{'s' if count != 1 else ''} that "
-                f'SessionPolicy "{p.name}" selects in namespace "{namespace}", its cap '
-                f"(perOwner.{field_name}: {cap}); end one of them first"
+                f'{subject} at the cap of SessionPolicy "{p.name}" (perOwner.{field_name}: {cap}): {count} '
+                f'{phase} session{"s" if count != 1 else ""} that it selects in namespace "{namespace}"; '
+                "end one of them first"
             )
     return None
 

@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from . import logs
@@ -33,7 +33,7 @@ from .errors import ApiError, NotFound
 from .events import EventPoster
 from .executor import Executor, LostRace, WriteApi
 from .metrics import Metrics
-from .model import Claim, Owner, Phase, SessionView, claim_name
+from .model import Claim, DesiredState, Owner, Phase, SessionView, claim_name
 from .permissions import Permissions
 from .plan import ClaimChange, Plan, StatusWrite
 from .policy import Governance
@@ -42,6 +42,9 @@ from .workqueue import RetryLater
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8
+# A target whose undecided session waits for an earlier one of its owner under a cap is
+# looked at again this much later (the earlier one is being decided meanwhile).
+CAP_ORDER_WAIT = timedelta(seconds=0.1)
 
 
 class ReadApi(Protocol):
@@ -192,6 +195,12 @@ class Reconciler:
             governance = self._governance(key, sessions)
             holding = _holding(sessions) if capped else set()
             now = self._clock()
+            ahead = self._ahead(sessions, governance) if capped else None
+            if ahead is not None:
+                # The owner's earlier session on another target takes its cap first.
+                log.debug("Deciding target %s/%s after %s/%s, of the same owner and earlier in queue order",
+                          key[0], key[1], ahead.namespace, ahead.name)
+                return now + CAP_ORDER_WAIT
             budget = self._refresh.available(key, now.timestamp())
             defaults = self._defaults if budget == self._defaults.refresh_budget else replace(
                 self._defaults, refresh_budget=budget
@@ -209,6 +218,20 @@ class Reconciler:
                 for other in self._cache.queued_targets((key[0], username)) - {key}:
                     self._wake(other)
         return plan.next_due
+
+    def _ahead(self, sessions: list[SessionView], governance: Governance) -> SessionView | None:
+        """An undecided session of a capped owner here waits for one of that owner's that
+        comes before it in queue order on another target, if any."""
+        for session in sessions:
+            if session.decided or session.deleting or session.phase in (Phase.ACTIVE, Phase.QUEUED):
+                continue
+            if session.spec is None or session.spec.state is not DesiredState.ACTIVE:
+                continue
+            for policy in governance.terms.capped:
+                ahead = self._cache.waits_behind(session, policy)
+                if ahead is not None:
+                    return ahead
+        return None
 
     def _governance(self, key: TargetKey, sessions: list[SessionView]) -> Governance:
         owners = {s.owner for s in sessions if s.owner is not None}

@@ -706,3 +706,38 @@ def test_a_late_answer_for_a_deleted_session_pins_nothing() -> None:
     view.session_written(session("a", 5, phase="Active", activity=future))
     # Nothing was kept for it: the same value would count from a new first sight.
     assert clock.observe("uid-a", future, now=T1 + timedelta(minutes=9)) == T1 + timedelta(minutes=9)
+
+
+def test_owner_counts_and_who_decides_first_under_a_cap() -> None:
+    from session_operator.policy import Policy
+
+    view = ClusterView()
+
+    def put(name: str, target: str, rv: int, phase: str | None = None, owner: str = "ci", created: int = 0) -> None:
+        body: dict[str, Any] = {
+            "metadata": {"name": name, "namespace": "ns", "uid": name, "resourceVersion": str(rv), "generation": 1,
+                         "creationTimestamp": f"2026-01-01T00:00:{created:02d}Z"},
+            "spec": {"target": target, "owner": {"username": owner}},
+        }
+        if phase is not None:
+            body["status"] = {"phase": phase, "observedGeneration": 1}
+        view.session_event("MODIFIED", body)
+
+    capped = Policy.from_body({"metadata": {"name": "cap"}, "spec": {"perOwner": {"maxActive": 2, "maxQueued": 5},
+                                                                      "targetPrefixes": ["repo/"]}})
+    put("a", "repo/a", 1, "Active")
+    put("q", "repo/q", 2, "Queued")
+    put("other", "doc/x", 3, "Active")  # not selected by the prefix
+    put("bob", "repo/b", 4, "Active", owner="bob")
+    put("new-1", "repo/n1", 5, created=1)
+    put("new-2", "repo/n2", 6, created=2)
+    counts = view.owner_counts(("ns", "ci"), capped, exclude="repo/zzz")
+    assert (counts.active, counts.queued) == (1, 1)
+    assert view.owner_counts(("ns", "ci"), capped, exclude="repo/a").active == 0
+    first, second = view.sessions(("ns", "repo/n1"))[0], view.sessions(("ns", "repo/n2"))[0]
+    assert view.waits_behind(first, capped) is None
+    assert (view.waits_behind(second, capped) or first).name == "new-1"
+    # Once decided (any phase), it no longer holds anyone back.
+    put("new-1", "repo/n1", 7, "Rejected", created=1)
+    assert view.waits_behind(second, capped) is None
+    assert view.queued_targets(("ns", "ci")) == {("ns", "repo/q")}

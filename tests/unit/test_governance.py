@@ -256,8 +256,8 @@ def test_over_the_active_cap_a_session_is_rejected_or_waits() -> None:
     world.reconcile()
     assert world.phase("reject") == "Rejected" and reason(world, "reject") == "OwnerLimit"
     assert message(world, "reject").startswith(
-        'user "alice" has 2 Active sessions that SessionPolicy "cap" selects in namespace "ns", '
-        "its cap (perOwner.maxActive: 2)"
+        'user "alice" is at the cap of SessionPolicy "cap" (perOwner.maxActive: 2): 2 Active sessions that it '
+        'selects in namespace "ns"; end one of them first'
     )
     assert world.phase("wait") == "Queued" and world.claim is None
     assert "passed over while" in message(world, "wait")

@@ -29,6 +29,10 @@ async def test_fifty_racing_creates_against_a_cap_of_three(kube: Any, namespace:
         watcher.check()
         active = sorted(n for n, o in items.items() if s.phase(o) == "Active")
         assert len(active) == 3, active
+        # The owner's sessions take the cap in queue order (age, then name), as a burst on
+        # one target is applied in it, whichever target's decision ran first.
+        order = sorted(items, key=lambda n: (items[n]["metadata"]["creationTimestamp"], n))
+        assert active == sorted(order[:3])
         rejected = [o for o in items.values() if s.phase(o) == "Rejected"]
         assert len(rejected) == 47
         assert {s.condition(o, "Ready")["reason"] for o in rejected} == {"OwnerLimit"}
