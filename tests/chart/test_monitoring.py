@@ -97,6 +97,9 @@ def test_the_operators_registry_exports_exactly_the_list() -> None:
         def oldest_undecided(self, now: Any) -> float:
             return 0.0
 
+        def policy_names(self) -> tuple[list[str], list[str]]:
+            return ["team-a"], []
+
     class Queue:
         deadlines = 0
 

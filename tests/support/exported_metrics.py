@@ -27,6 +27,8 @@ EXPORTED: dict[str, str] = {
     "session_operator_watch_lists_total": "counter",
     "session_operator_leader": "gauge",
     "session_operator_oldest_undecided_seconds": "gauge",
+    "session_operator_session_policies": "gauge",
+    "session_operator_permission_checks_total": "counter",
 }
 
 _SUFFIXES = {"histogram": ("_bucket", "_sum", "_count"), "summary": ("", "_sum", "_count")}
