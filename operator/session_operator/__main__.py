@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import signal
@@ -26,7 +25,7 @@ import ssl
 import sys
 from collections.abc import Mapping, Sequence
 from importlib import metadata
-from typing import Any, Literal, NoReturn, Protocol, cast, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, get_args, get_origin
 
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
@@ -35,6 +34,9 @@ from . import __version__, leader, logs, probes
 from .kube import Kube
 from .metrics import Metrics
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .runtime import Operator
 
 log = logging.getLogger("session_operator")
 
@@ -46,17 +48,6 @@ FLAG_NAMES = {"namespaces": "--namespace"}
 METAVARS = {"namespaces": "NS"}
 # Durations: 15s, 1m30s or plain seconds (parsed by Settings).
 DURATION_FIELDS = ("lease_duration", "renew_deadline", "retry_period", "default_archive_after", "default_delete_after")
-
-
-class Runtime(Protocol):
-    """What we use of ``session_operator.runtime`` (imported on use: kopf is heavy, and
-    ``--help`` or ``version`` should not need it)."""
-
-    Operator: Any
-
-
-def load_runtime() -> Runtime:
-    return cast(Runtime, importlib.import_module("session_operator.runtime"))
 
 
 class UsageError(Exception):
@@ -244,7 +235,10 @@ class _Signals:
 
 async def run(settings: Settings, kubeconfig: str | None = None) -> int:
     """The ``run`` command once settings and logging are in place; returns the exit code."""
-    runtime = load_runtime()
+    # Imported here, not at the top: it brings kopf, which is heavy, and --help, --version
+    # or a usage error should not need it. An ordinary import, so that mypy checks its use.
+    from .runtime import Operator
+
     stop = asyncio.Event()
     readiness = probes.Readiness(leader_election=settings.leader_elect)
     current = asyncio.current_task()
@@ -261,7 +255,7 @@ async def run(settings: Settings, kubeconfig: str | None = None) -> int:
             return EXIT_FAILURE
         readiness.connected = True
         try:
-            return await _run_connected(settings, kube, readiness, stop, runtime)
+            return await _run_connected(settings, kube, readiness, stop, Operator)
         finally:
             readiness.connected = False
             await kube.close()
@@ -270,7 +264,7 @@ async def run(settings: Settings, kubeconfig: str | None = None) -> int:
 
 
 async def _run_connected(
-    settings: Settings, kube: Kube, readiness: probes.Readiness, stop: asyncio.Event, runtime: Runtime
+    settings: Settings, kube: Kube, readiness: probes.Readiness, stop: asyncio.Event, operator_type: type[Operator]
 ) -> int:
     problem = webhook_tls_problem(settings)
     if problem:
@@ -283,7 +277,7 @@ async def _run_connected(
         log.error("Could not serve metrics and health probes on %s: %s", settings.bind_address, e)
         return EXIT_FAILURE
     try:
-        operator = runtime.Operator(settings, kube, metrics=metrics, readiness=readiness)
+        operator = operator_type(settings, kube, metrics=metrics, readiness=readiness)
         elector = None
         if settings.leader_elect:
             elector = leader.LeaderElector(settings, kube)

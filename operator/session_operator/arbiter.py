@@ -89,8 +89,8 @@ class Defaults:
 
     archive_after: timedelta | None = timedelta(hours=168)
     delete_after: timedelta | None = None
-    # Stale waiting sessions (holder or queue position) refreshed per decision; the
-    # operator passes what is left of its per-target rate (--queue-refresh-rate).
+    # Stale waiting sessions (holder or queue position) this decision may refresh: the
+    # reconciler passes what is left of its per-target rate (--queue-refresh-rate).
     refresh_budget: int = 20
 
 

@@ -18,7 +18,6 @@ import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -27,7 +26,7 @@ from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 from yarl import URL
 
-from . import __version__, model
+from . import __version__, model, paths
 from .errors import ApiError, Conflict, NotFound
 
 __all__ = ["ApiError", "Conflict", "Kube", "NotFound"]
@@ -147,6 +146,11 @@ class Kube:
                 proxy = str(env_proxy)
         return cls(api_client, proxy, namespace=namespace, user_agent=user_agent)
 
+    @property
+    def server(self) -> str:
+        """The API server's URL, as the kubeconfig names it (for messages)."""
+        return self._host
+
     async def close(self) -> None:
         await self._session.close()
         await self._api.close()
@@ -255,17 +259,8 @@ class Kube:
 
     # Sessions ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _session_path(namespace: str, name: str = "", subresource: str = "") -> str:
-        path = f"/apis/{model.GROUP}/{model.VERSION}/namespaces/{namespace}/{model.PLURAL}"
-        if name:
-            path += f"/{quote(name)}"
-        if subresource:
-            path += f"/{subresource}"
-        return path
-
     async def get_session(self, namespace: str, name: str) -> dict[str, Any]:
-        return await self.request("GET", self._session_path(namespace, name))
+        return await self.request("GET", paths.sessions(namespace, name))
 
     async def patch_session_status(
         self, namespace: str, name: str, status_patch: Mapping[str, Any], resource_version: str
@@ -273,7 +268,7 @@ class Kube:
         """Merge-patch status, conditional on the resourceVersion the decision was made on."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": dict(status_patch)}
         return await self.request(
-            "PATCH", self._session_path(namespace, name, "status"), body=body, content_type=MERGE_PATCH
+            "PATCH", paths.sessions(namespace, name, "status"), body=body, content_type=MERGE_PATCH
         )
 
     async def set_session_finalizers(
@@ -282,7 +277,7 @@ class Kube:
         """Replace the finalizer list, conditional on the resourceVersion it was read at."""
         body = {"metadata": {"resourceVersion": resource_version, "finalizers": finalizers or None}}
         return await self.request(
-            "PATCH", self._session_path(namespace, name), body=body, content_type=MERGE_PATCH
+            "PATCH", paths.sessions(namespace, name), body=body, content_type=MERGE_PATCH
         )
 
     async def delete_session(self, namespace: str, name: str, uid: str, resource_version: str) -> None:
@@ -292,27 +287,22 @@ class Kube:
             "kind": "DeleteOptions",
             "preconditions": {"uid": uid, "resourceVersion": resource_version},
         }
-        await self.request("DELETE", self._session_path(namespace, name), body=body)
+        await self.request("DELETE", paths.sessions(namespace, name), body=body)
 
     # Leases (claims and leader election) --------------------------------------------------
 
-    @staticmethod
-    def _lease_path(namespace: str, name: str = "") -> str:
-        path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
-        return f"{path}/{name}" if name else path
-
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any]:
-        return await self.request("GET", self._lease_path(namespace, name))
+        return await self.request("GET", paths.leases(namespace, name))
 
     async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Create; raises Conflict (AlreadyExists) if another writer was first."""
-        return await self.request("POST", self._lease_path(namespace), body=dict(body))
+        return await self.request("POST", paths.leases(namespace), body=dict(body))
 
     async def replace_lease(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """PUT; ``body.metadata.resourceVersion`` must be the one read, or Conflict."""
         if not (body.get("metadata") or {}).get("resourceVersion"):
             raise ValueError("a Lease replace must carry metadata.resourceVersion")
-        return await self.request("PUT", self._lease_path(namespace, name), body=dict(body))
+        return await self.request("PUT", paths.leases(namespace, name), body=dict(body))
 
     async def delete_lease(self, namespace: str, name: str, resource_version: str) -> None:
         body = {
@@ -320,7 +310,7 @@ class Kube:
             "kind": "DeleteOptions",
             "preconditions": {"resourceVersion": resource_version},
         }
-        await self.request("DELETE", self._lease_path(namespace, name), body=body)
+        await self.request("DELETE", paths.leases(namespace, name), body=body)
 
     # Authorization ------------------------------------------------------------------------
 
@@ -340,8 +330,7 @@ class Kube:
                 "resourceAttributes": {"namespace": namespace, "verb": verb, "group": group, "resource": resource},
             },
         }
-        path = f"/apis/authorization.k8s.io/v1/namespaces/{namespace}/localsubjectaccessreviews"
-        answer = await self.request("POST", path, body=body)
+        answer = await self.request("POST", paths.local_subject_access_reviews(namespace), body=body)
         return bool((answer.get("status") or {}).get("allowed"))
 
     # Events -------------------------------------------------------------------------------
@@ -380,4 +369,4 @@ class Kube:
             "lastTimestamp": model.format_time(now),
             "count": 1,
         }
-        return await self.request("POST", f"/api/v1/namespaces/{namespace}/events", body=body)
+        return await self.request("POST", paths.events(namespace), body=body)

@@ -38,7 +38,7 @@ from typing import Any, NoReturn
 
 import yaml
 
-from . import __version__
+from . import __version__, paths
 from . import target as target_rules
 from .errors import ApiError
 from .kube import MERGE_PATCH, Kube
@@ -46,7 +46,6 @@ from .model import (
     ACTIVITY_ANNOTATION,
     GROUP,
     PLURAL,
-    VERSION,
     Claim,
     InvalidSpecError,
     Phase,
@@ -538,12 +537,6 @@ def kubeconfig_problem(explicit: str | None, environ: Mapping[str, str] | None =
 # --- acting ----------------------------------------------------------------------------------
 
 
-def sessions_path(namespace: str | None, name: str = "") -> str:
-    base = f"/apis/{GROUP}/{VERSION}"
-    path = f"{base}/namespaces/{namespace}/{PLURAL}" if namespace else f"{base}/{PLURAL}"
-    return f"{path}/{name}" if name else path
-
-
 class Client:
     """The requests the plugin makes, with errors turned into messages."""
 
@@ -556,13 +549,13 @@ class Client:
             return await self.kube.request(method, path, **kwargs)
         except ApiError as e:
             raise PluginError(api_problem(e, verb=verb, namespace=namespace, name=name,
-                                          server=getattr(self.kube, "_host", ""))) from None
+                                          server=self.kube.server)) from None
 
     async def list(self, namespace: str | None) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         query = {"limit": PAGE}
         while True:
-            page = await self._call("list", namespace, None, "GET", sessions_path(namespace), query=query)
+            page = await self._call("list", namespace, None, "GET", paths.sessions(namespace), query=query)
             items.extend(page.get("items") or ())
             token = (page.get("metadata") or {}).get("continue")
             if not token:
@@ -570,12 +563,12 @@ class Client:
             query = {"limit": PAGE, "continue": token}
 
     async def get(self, namespace: str, name: str) -> dict[str, Any]:
-        return await self._call("get", namespace, name, "GET", sessions_path(namespace, name))
+        return await self._call("get", namespace, name, "GET", paths.sessions(namespace, name))
 
     async def claim(self, namespace: str, target: str) -> Claim | None:
         """The target's claim Lease, which names the holder; None where there is none or
         the user may not read Leases (the holder is then the Active session, see target.py)."""
-        path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{claim_name(target)}"
+        path = paths.leases(namespace, claim_name(target))
         try:
             return Claim.from_body(await self.kube.request("GET", path))
         except ApiError:
@@ -585,7 +578,7 @@ class Client:
         return {namespace: await self.claim(namespace, target) for namespace in namespaces}
 
     async def patch(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
-        return await self._call("patch", namespace, name, "PATCH", sessions_path(namespace, name),
+        return await self._call("patch", namespace, name, "PATCH", paths.sessions(namespace, name),
                                 body=dict(patch), content_type=MERGE_PATCH)
 
 

@@ -42,7 +42,6 @@ from .model import (
 PREEMPT_VERB = "preempt"
 
 KIND = "SessionPolicy"
-PLURAL = "sessionpolicies"
 API_VERSION = f"{GROUP}/{VERSION}"
 
 

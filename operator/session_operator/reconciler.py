@@ -10,9 +10,10 @@ claim, including the answers to the operator's own writes. It reads only to reco
   it), that session, before treating the claim as abandoned.
 
 Refreshing waiting sessions' holder and position (queue truth) is paced per target: each
-decision may spend what is left of ``Defaults.refresh_budget`` writes per second
-(``RefreshBudget``), however often the target is reconciled, so a burst of holder
-changes costs about that many writes a second, not the queue's length for every change.
+decision may spend what is left of ``refresh_rate`` writes per second (``RefreshBudget``,
+passed to the arbiter as that decision's ``Defaults.refresh_budget``), however often the
+target is reconciled, so a burst of holder changes costs about that many writes a
+second, not the queue's length for every change.
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ class Reconciler:
         api: Api,
         *,
         defaults: Defaults,
+        refresh_rate: int = 20,
         events: EventPoster,
         metrics: Metrics,
         concurrency: int = 16,
@@ -151,7 +153,9 @@ class Reconciler:
         self._metrics = metrics
         self._clock = clock
         self._executor = Executor(api, self, concurrency=concurrency)
-        self._refresh = RefreshBudget(defaults.refresh_budget)
+        # --queue-refresh-rate: queue-truth writes a second per target; each decision may
+        # spend what is left of it (Defaults.refresh_budget, per decision).
+        self._refresh = RefreshBudget(refresh_rate)
         self._stale_claims: set[TargetKey] = set()  # read fresh before the next decision
         # Without an authorizer (a test's), every preempt permission asked for is refused.
         self._permissions = permissions
@@ -202,9 +206,7 @@ class Reconciler:
                           key[0], key[1], ahead.namespace, ahead.name)
                 return now + CAP_ORDER_WAIT
             budget = self._refresh.available(key, now.timestamp())
-            defaults = self._defaults if budget == self._defaults.refresh_budget else replace(
-                self._defaults, refresh_budget=budget
-            )
+            defaults = replace(self._defaults, refresh_budget=budget)
             plan = decide(sessions, claim, now, defaults, governance)
             if plan.asks:
                 plan = await self._ask(key, sessions, claim, now, defaults, governance, plan)

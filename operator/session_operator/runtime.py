@@ -19,11 +19,11 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from . import admission, kopf_adapter, leader, logs
+from . import admission, kopf_adapter, leader, logs, paths
 from .arbiter import Defaults
 from .cache import ClusterView, TargetKey
 from .errors import ApiError
@@ -31,9 +31,8 @@ from .events import EventPoster
 from .informer import Informer
 from .kube import Kube
 from .metrics import Metrics
-from .model import GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE, PLURAL, VERSION, SessionView
+from .model import MANAGED_BY_LABEL, MANAGED_BY_VALUE, SessionView
 from .permissions import Permissions
-from .policy import PLURAL as POLICY_PLURAL
 from .probes import Readiness
 from .reconciler import Reconciler
 from .settings import Settings
@@ -48,68 +47,129 @@ class OperatorStopped(RuntimeError):
     """A part that must run for the whole process (an informer, kopf) ended by itself."""
 
 
+# How the parts are told about the cache's changes: a sink for each informer may be
+# wrapped (a test holds watch events back), and so may the work queue's reconcile.
+SinkWrap = Callable[[str, Any], Any]
+ProcessWrap = Callable[[Callable[[TargetKey], Awaitable[float | None]]], Callable[[TargetKey], Awaitable[float | None]]]
+
+
+class Parts:
+    """Everything one operator process runs, built in dependency order by ``build``:
+    cache, event poster, permissions, reconciler (with its executor), work queue, and the
+    informers that fill the cache. ``leading`` gates the work queue: changes are queued
+    only while this replica leads (``changed``)."""
+
+    def __init__(
+        self, settings: Settings, kube: Kube, metrics: Metrics, *, sink_wrap: SinkWrap | None,
+        process_wrap: ProcessWrap | None, identity: str | None,
+    ) -> None:
+        self.leading = False
+        self.cache = ClusterView()
+        self.events = EventPoster(kube, identity or settings.identity or f"{socket.gethostname()}_{os.getpid()}",
+                                  metrics)
+        self.permissions = Permissions(kube, metrics)
+        self.reconciler = Reconciler(
+            self.cache,
+            kube,
+            defaults=Defaults(archive_after=settings.archive_after, delete_after=settings.delete_after),
+            refresh_rate=settings.queue_refresh_rate,
+            events=self.events,
+            metrics=metrics,
+            concurrency=settings.write_concurrency,
+            permissions=self.permissions,
+            wake=self.wake,
+        )
+        process = self.reconciler.reconcile if process_wrap is None else process_wrap(self.reconciler.reconcile)
+        self.queue: WorkQueue[TargetKey] = WorkQueue(
+            process, workers=settings.workers, due_batch=settings.delete_batch_size
+        )
+        self.informers = _informers(settings, kube, metrics, self.cache, self.changed, sink_wrap or (lambda _, s: s))
+        metrics.observe(self.cache, self.queue)
+
+    def changed(self, keys: set[TargetKey]) -> None:
+        if self.leading:
+            for key in keys:
+                self.queue.add(key)
+
+    def wake(self, key: TargetKey) -> None:
+        if self.leading:
+            self.queue.add(key)
+
+    @property
+    def synced(self) -> bool:
+        """The cache is filled from a full listing of every scope."""
+        return all(informer.synced.is_set() for informer in self.informers)
+
+    def resync(self) -> tuple[int, int]:
+        """Queue every target the cache knows, as a new leader does first: targets with an
+        undecided session first, newest first (those are the ones a client is most likely
+        still waiting on; sessions created while no one led have waited already), then
+        every other target (deadlines that passed, claims left behind). Anything that
+        changes meanwhile goes ahead of all of them (the queue's first lane). Within a
+        target, rule 4's order holds. Returns (targets, targets with undecided sessions)."""
+        keys = self.cache.keys()
+        waiting = self.cache.undecided_keys()
+        for key in waiting:
+            self.queue.add_resync(key)
+        for key in keys.difference(waiting):
+            self.queue.add_resync(key)
+        return len(keys), len(waiting)
+
+
+def _informers(
+    settings: Settings, kube: Kube, metrics: Metrics, cache: ClusterView, changed: Callable[[set[TargetKey]], None],
+    wrap: SinkWrap,
+) -> list[Informer]:
+    scopes: list[str | None] = list(settings.namespaces) or [None]
+    informers = []
+    for namespace in scopes:
+        informers.append(Informer(
+            kube, what="sessions", namespace=namespace, sink=wrap("sessions", cache.session_sink),
+            path=paths.sessions(namespace), changed=changed,
+            listed=metrics.watch_lists.labels(resource="sessions").inc,
+        ))
+        informers.append(Informer(
+            kube, what="claims", namespace=namespace, sink=wrap("claims", cache.claim_sink),
+            path=paths.leases(namespace), label_selector=CLAIM_SELECTOR,
+            changed=changed, listed=metrics.watch_lists.labels(resource="claims").inc,
+        ))
+    # SessionPolicies are cluster-scoped: one informer, whatever the namespaces. A chart
+    # upgrade does not install a new CRD; without it no policy can exist (none in force).
+    informers.append(Informer(
+        kube, what="sessionpolicies", sink=wrap("sessionpolicies", cache.policy_sink),
+        path=paths.session_policies(), changed=changed,
+        listed=metrics.watch_lists.labels(resource="sessionpolicies").inc, absent_is_empty=True,
+    ))
+    return informers
+
+
+def build(
+    settings: Settings,
+    kube: Kube,
+    *,
+    metrics: Metrics,
+    sink_wrap: SinkWrap | None = None,
+    process_wrap: ProcessWrap | None = None,
+    identity: str | None = None,
+) -> Parts:
+    """The one assembly of the operator's parts: the process (``Operator``) and the
+    component tests (``tests/support/inloop.py``) both call it."""
+    return Parts(settings, kube, metrics, sink_wrap=sink_wrap, process_wrap=process_wrap, identity=identity)
+
+
 class Operator:
     def __init__(self, settings: Settings, kube: Kube, *, metrics: Metrics, readiness: Readiness) -> None:
         self._settings = settings
         self._kube = kube
         self._metrics = metrics
         self._readiness = readiness
-        self._leading = False
-        self.cache = ClusterView()
-        self.events = EventPoster(kube, settings.identity or f"{socket.gethostname()}_{os.getpid()}", metrics)
-        self.permissions = Permissions(kube, metrics)
-        self.reconciler = Reconciler(
-            self.cache,
-            kube,
-            defaults=Defaults(
-                archive_after=settings.archive_after,
-                delete_after=settings.delete_after,
-                refresh_budget=settings.queue_refresh_rate,
-            ),
-            events=self.events,
-            metrics=metrics,
-            concurrency=settings.write_concurrency,
-            permissions=self.permissions,
-            wake=self._wake,
-        )
-        self.queue: WorkQueue[TargetKey] = WorkQueue(
-            self.reconciler.reconcile, workers=settings.workers, due_batch=settings.delete_batch_size
-        )
-        self.informers = self._informers()
-        metrics.observe(self.cache, self.queue)
-
-    def _informers(self) -> list[Informer]:
-        scopes: list[str | None] = list(self._settings.namespaces) or [None]
-        informers = []
-        for namespace in scopes:
-            where = f"/namespaces/{namespace}" if namespace else ""
-            informers.append(Informer(
-                self._kube, what="sessions", namespace=namespace, sink=self.cache.session_sink,
-                path=f"/apis/{GROUP}/{VERSION}{where}/{PLURAL}", changed=self._changed,
-                listed=self._metrics.watch_lists.labels(resource="sessions").inc,
-            ))
-            informers.append(Informer(
-                self._kube, what="claims", namespace=namespace, sink=self.cache.claim_sink,
-                path=f"/apis/coordination.k8s.io/v1{where}/leases", label_selector=CLAIM_SELECTOR,
-                changed=self._changed, listed=self._metrics.watch_lists.labels(resource="claims").inc,
-            ))
-        # SessionPolicies are cluster-scoped: one informer, whatever the namespaces. A chart
-        # upgrade does not install a new CRD; without it no policy can exist (none in force).
-        informers.append(Informer(
-            self._kube, what="sessionpolicies", sink=self.cache.policy_sink,
-            path=f"/apis/{GROUP}/{VERSION}/{POLICY_PLURAL}", changed=self._changed,
-            listed=self._metrics.watch_lists.labels(resource="sessionpolicies").inc, absent_is_empty=True,
-        ))
-        return informers
-
-    def _changed(self, keys: set[TargetKey]) -> None:
-        if self._leading:
-            for key in keys:
-                self.queue.add(key)
-
-    def _wake(self, key: TargetKey) -> None:
-        if self._leading:
-            self.queue.add(key)
+        self.parts = build(settings, kube, metrics=metrics)
+        self.cache = self.parts.cache
+        self.events = self.parts.events
+        self.permissions = self.parts.permissions
+        self.reconciler = self.parts.reconciler
+        self.queue = self.parts.queue
+        self.informers = self.parts.informers
 
     async def run(self, stop: asyncio.Event, elector: leader.LeaderElector | None = None) -> None:
         """Watch until ``stop``; reconcile while leading. Raises ``leader.LeadershipLost``
@@ -166,8 +226,7 @@ class Operator:
 
     @property
     def synced(self) -> bool:
-        """The cache is filled from a full listing of every scope."""
-        return all(informer.synced.is_set() for informer in self.informers)
+        return self.parts.synced
 
     async def admit(self, request: admission.Request) -> admission.Admission:
         """The admission webhook's answer to a CREATE or UPDATE, from this replica's cache
@@ -219,7 +278,7 @@ class Operator:
     async def _lead(self, stop: asyncio.Event) -> None:
         """Reconcile until ``stop``: the work of the leader."""
         await asyncio.gather(*(informer.synced.wait() for informer in self.informers))
-        self._leading = True
+        self.parts.leading = True
         self._readiness.leading = True
         self._metrics.leader.set(1)
         tasks: list[asyncio.Task[Any]] = [
@@ -227,19 +286,9 @@ class Operator:
             asyncio.create_task(self.events.run(), name="event-poster"),
         ]
         try:
-            keys = self.cache.keys()
-            # Targets with an undecided session first, newest first: those are the ones
-            # a client is most likely still waiting on; sessions created while no one
-            # led have waited already. Then every other target (deadlines that passed,
-            # claims left behind). Anything that changes meanwhile goes ahead of all of
-            # them (the queue's first lane). Within a target, rule 4's order holds.
-            waiting = self.cache.undecided_keys()
-            for key in waiting:
-                self.queue.add_resync(key)
-            for key in keys.difference(waiting):
-                self.queue.add_resync(key)
+            targets, waiting = self.parts.resync()
             log.info("Started reconciling sessions: %d targets to resync, %d with undecided sessions",
-                     len(keys), len(waiting))
+                     targets, waiting)
             stopping = asyncio.create_task(stop.wait())
             done, _ = await asyncio.wait({stopping, *tasks}, return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
@@ -248,7 +297,7 @@ class Operator:
                     raise OperatorStopped(f"{task.get_name()} failed: {task.exception()!r}")
         finally:
             # Stop acting first (no new writes); the informers go on until the process ends.
-            self._leading = False
+            self.parts.leading = False
             self._readiness.leading = False
             self._metrics.leader.set(0)
             for task in tasks:

@@ -3,7 +3,7 @@
     server      a fresh ``kube_emulator.Emulator`` with the Session CRD, in this loop
     client      a raw client for the test's own requests (support/kubeclient.py), as kubectl
     kube        the operator's ``kube.Kube``, connected through the emulator's kubeconfig
-    operator    factory: ``await operator(namespaces=..., defaults=..., start=True)`` ->
+    operator    factory: ``await operator(namespaces=..., <any Settings field>=..., start=True)`` ->
                 ``support.inloop.InLoopOperator``; stopped and checked at teardown
     namespace   a fresh namespace
 """
@@ -21,7 +21,8 @@ from session_operator.kube import Kube
 from support.inloop import InLoopOperator
 from support.kubeclient import KubeClient
 
-CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "sessions.session-operator.io.yaml"
+CRDS = Path(__file__).resolve().parents[2] / "crds"
+CRD_PATHS = [CRDS / "sessions.session-operator.io.yaml", CRDS / "sessionpolicies.session-operator.io.yaml"]
 
 OperatorFactory = Callable[..., Awaitable[InLoopOperator]]
 
@@ -29,7 +30,7 @@ OperatorFactory = Callable[..., Awaitable[InLoopOperator]]
 @pytest.fixture
 async def server() -> AsyncIterator[Emulator]:
     # Bookmarks every 50 ms let a watcher tell when it has seen everything up to a version.
-    emulator = Emulator(crds=[CRD_PATH], bookmark_interval=0.05)
+    emulator = Emulator(crds=CRD_PATHS, bookmark_interval=0.05)
     await emulator.start()
     try:
         yield emulator

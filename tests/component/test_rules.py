@@ -51,7 +51,6 @@ from typing import Any
 import pytest
 
 from kube_emulator import Emulator
-from session_operator.arbiter import Defaults
 from session_operator.model import HOLDER_UID_ANNOTATION, claim_name, parse_time
 from support import sessions as s
 from support.inloop import InLoopOperator, RuleWatcher, until
@@ -563,7 +562,7 @@ async def test_waiting_sessions_learn_the_truth_at_the_refresh_rate(
     operator: Any, client: KubeClient, namespace: str
 ) -> None:
     rate = 4
-    op: InLoopOperator = await operator(defaults=Defaults(refresh_budget=rate))
+    op: InLoopOperator = await operator(queue_refresh_rate=rate)
     await s.create(client, namespace, "w-00", "repo/truth")
     await op.settled()
     for i in range(1, 21):

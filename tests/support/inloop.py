@@ -1,9 +1,10 @@
 """The operator's parts in the test's own event loop, against an in-process API emulator.
 
-``InLoopOperator`` wires cache, informers, reconciler, executor, event poster and work
-queue as ``runtime.Operator`` does, with a real ``kube.Kube`` client, but without kopf
-and without leader election: it leads from the moment its cache is filled. What the
-component tier adds to that wiring, and nothing more:
+``InLoopOperator`` gets cache, informers, reconciler, executor, event poster and work
+queue from ``runtime.build``, the same assembly the process runs, with a real
+``kube.Kube`` client and the operator's own ``Settings``, but without kopf and without
+leader election: it leads from the moment its cache is filled, starting with the same
+resync (``Parts.resync``). What the component tier adds, and nothing more:
 
 * each informer feeds the cache through a ``Valve``, which can hold watch events back
   (a lagging watch) and deliver them later, so a test can make the cache stale on
@@ -26,18 +27,15 @@ import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from session_operator.arbiter import Defaults
-from session_operator.cache import ClusterView, TargetKey
-from session_operator.events import EventPoster
+from session_operator import paths
+from session_operator.cache import TargetKey
 from session_operator.informer import Informer, Listing, Sink
 from session_operator.kube import Kube
 from session_operator.metrics import Metrics
-from session_operator.model import GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE, PLURAL, VERSION
-from session_operator.reconciler import Reconciler
-from session_operator.workqueue import RetryLater, WorkQueue
+from session_operator.runtime import CLAIM_SELECTOR, build
+from session_operator.settings import Settings
+from session_operator.workqueue import RetryLater
 from support.watcher import InvariantWatcher
-
-CLAIM_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
 
 
 async def until(condition: Callable[[], Any], what: str, within: float = 10.0, interval: float = 0.01) -> Any:
@@ -95,58 +93,48 @@ class InLoopOperator:
         kube: Kube,
         *,
         namespaces: Sequence[str] = (),
-        defaults: Defaults | None = None,
-        workers: int = 8,
         identity: str = "component-test",
+        **settings: Any,
     ) -> None:
+        """``settings``: any of the operator's settings (``workers``, ``queue_refresh_rate``, ...)."""
         self.kube = kube
         self.namespaces = list(namespaces)
+        self.settings = Settings(namespaces=self.namespaces, **settings)
         self.metrics = Metrics()
-        self.cache = ClusterView()
-        self.events = EventPoster(kube, identity, self.metrics)
-        self.reconciler = Reconciler(
-            self.cache, kube, defaults=defaults or Defaults(), events=self.events, metrics=self.metrics
-        )
-        self.queue: WorkQueue[TargetKey] = WorkQueue(self._reconcile, workers=workers)
-        self.metrics.observe(self.cache, self.queue)
         self.failures: list[tuple[TargetKey, BaseException]] = []  # bugs: not RetryLater
         self.retrying: set[TargetKey] = set()
         self.reconciles = 0
         self.sessions_valves: list[Valve] = []
         self.claims_valves: list[Valve] = []
-        self.informers = self._informers()
-        self._leading = False
+        self.parts = build(
+            self.settings, kube, metrics=self.metrics, sink_wrap=self._valve,
+            process_wrap=self._recording, identity=identity,
+        )
+        self.cache = self.parts.cache
+        self.events = self.parts.events
+        self.reconciler = self.parts.reconciler
+        self.queue = self.parts.queue
+        self.informers = self.parts.informers
         self._tasks: list[asyncio.Task[Any]] = []
 
-    def _informers(self) -> list[Informer]:
-        informers = []
-        scopes: list[str | None] = list(self.namespaces) or [None]
-        for namespace in scopes:
-            where = f"/namespaces/{namespace}" if namespace else ""
-            sessions = Valve(self.cache.session_sink, self._changed)
-            claims = Valve(self.cache.claim_sink, self._changed)
-            self.sessions_valves.append(sessions)
-            self.claims_valves.append(claims)
-            informers.append(Informer(
-                self.kube, what="sessions", namespace=namespace, sink=sessions,
-                path=f"/apis/{GROUP}/{VERSION}{where}/{PLURAL}", changed=self._changed,
-            ))
-            informers.append(Informer(
-                self.kube, what="claims", namespace=namespace, sink=claims,
-                path=f"/apis/coordination.k8s.io/v1{where}/leases", label_selector=CLAIM_SELECTOR,
-                changed=self._changed,
-            ))
-        return informers
+    def _valve(self, what: str, sink: Sink) -> Sink:
+        if what == "sessionpolicies":
+            return sink
+        valve = Valve(sink, self.parts_changed)
+        (self.sessions_valves if what == "sessions" else self.claims_valves).append(valve)
+        return valve
 
-    def _changed(self, keys: set[TargetKey]) -> None:
-        if self._leading:
-            for key in keys:
-                self.queue.add(key)
+    def parts_changed(self, keys: set[Any]) -> None:
+        self.parts.changed(keys)
+
+    def _recording(self, reconcile: Any) -> Any:
+        self._reconcile_inner = reconcile
+        return self._reconcile
 
     async def _reconcile(self, key: TargetKey) -> float | None:
         self.reconciles += 1
         try:
-            due = await self.reconciler.reconcile(key)
+            due = await self._reconcile_inner(key)
         except RetryLater:
             self.retrying.add(key)
             raise
@@ -160,16 +148,15 @@ class InLoopOperator:
 
     async def start(self) -> InLoopOperator:
         self._tasks = [asyncio.create_task(i.run(), name=f"informer {i.what}") for i in self.informers]
-        await until(lambda: all(i.synced.is_set() for i in self.informers), "the cache to be filled")
-        self._leading = True
+        await until(lambda: self.parts.synced, "the cache to be filled")
+        self.parts.leading = True
         self._tasks.append(asyncio.create_task(self.queue.run(), name="work-queue"))
         self._tasks.append(asyncio.create_task(self.events.run(), name="event-poster"))
-        for key in set(self.cache.keys()):  # what runtime.Operator does when it starts leading
-            self.queue.add(key)
+        self.parts.resync()  # as runtime.Operator does when it starts leading
         return self
 
     async def stop(self) -> None:
-        self._leading = False
+        self.parts.leading = False
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -224,12 +211,11 @@ class InLoopOperator:
         claims: dict[TargetKey, str] = {}
         scopes: list[str | None] = list(self.namespaces) or [None]
         for namespace in scopes:
-            where = f"/namespaces/{namespace}" if namespace else ""
-            listing = await self.kube.request("GET", f"/apis/{GROUP}/{VERSION}{where}/{PLURAL}")
+            listing = await self.kube.request("GET", paths.sessions(namespace))
             for item in listing.get("items") or ():
                 sessions[item["metadata"]["uid"]] = item["metadata"]["resourceVersion"]
             leases = await self.kube.request(
-                "GET", f"/apis/coordination.k8s.io/v1{where}/leases", query={"labelSelector": CLAIM_SELECTOR}
+                "GET", paths.leases(namespace), query={"labelSelector": CLAIM_SELECTOR}
             )
             for item in leases.get("items") or ():
                 metadata = item["metadata"]

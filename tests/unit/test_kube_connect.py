@@ -41,7 +41,7 @@ async def test_the_context_picks_server_and_namespace(
 ) -> None:
     kube = await Kube.connect(kubeconfig, context)
     try:
-        assert (kube._host, kube.namespace, kube._user_agent) == (server, namespace, USER_AGENT)
+        assert (kube.server, kube.namespace, kube._user_agent) == (server, namespace, USER_AGENT)
     finally:
         await kube.close()
 
