@@ -31,7 +31,7 @@ The decision, in order, for one target group:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, assert_never
 
@@ -134,6 +134,8 @@ class _Group:
         self.sessions = sessions
         self.governance = governance
         self.asks: set[Owner] = set()  # permissions needed and not known
+        self.restore_active: set[str] = set()  # claim holders whose phase was edited away from Active
+        self.no_take: set[str] = set()  # decided again after a status edit: may not replace anyone
         self.claim = claim
         self.now = now
         self.stamp = format_time(now)
@@ -211,9 +213,17 @@ def decide(
 
     undecided: list[SessionView] = []
     handled: set[str] = set()
+    # A status edit never moves a target: a phase that its own conditions contradict is
+    # put back (the conditions are what the operator wrote with the outcome).
+    if (
+        claim_holder is not None and claim_holder.decided and claim_holder.phase != Phase.ACTIVE
+        and _ready(claim_holder) is not None and _shows_active_conditions(claim_holder)
+        and claim_holder.status.get("activeSince")
+    ):
+        group.restore_active.add(claim_holder.uid)
     # 1. The claim holder first: it keeps the target unless it is leaving.
     if claim_holder is not None and not claim_holder.deleting:
-        if claim_holder.decided and claim_holder.phase != Phase.ACTIVE:
+        if claim_holder.decided and claim_holder.phase != Phase.ACTIVE and claim_holder.uid not in group.restore_active:
             pass  # decided and not Active: a leftover claim (crash between writes); released below
         elif target.wants_target(claim_holder):
             _keep_holder(group, claim_holder)
@@ -248,12 +258,26 @@ def decide(
             undecided.append(session)
             continue
         phase = session.phase
+        if phase == Phase.ACTIVE and session is not claim_holder and not _shows_active_conditions(session):
+            # Shows Active, but its conditions record another outcome: a status edit (the
+            # operator writes phase and conditions together). Put the outcome back.
+            restored = _recorded_outcome(session)
+            group.set(session, restored)
+            if restored.phase is Phase.QUEUED:
+                queue.append(session)
+            elif restored.phase in TERMINAL_PHASES:
+                _retention(group, session, restored)
+            continue
         if phase == Phase.ACTIVE and session is not claim_holder:
             # Active without the claim (the claim was lost or taken): if nobody holds the
             # claim it simply takes it again; otherwise it is decided afresh.
             if claim_holder is None and group.holder is None and session is unclaimed_holder:
                 _keep_holder(group, session)
             else:
+                # Only a status edit leaves it Active beside the holder (a holder is always
+                # written out of Active before the claim moves): it is decided again, but
+                # what it asked for was decided already, so it takes no target from anyone.
+                group.no_take.add(session.uid)
                 undecided.append(session)
         elif phase == Phase.QUEUED:
             queue.append(session)
@@ -300,7 +324,7 @@ def _keep_holder(group: _Group, session: SessionView) -> None:
     if session.activation is not None:
         group.consumed[session.uid] = session.activation
     status = session.status
-    was_active = session.phase == Phase.ACTIVE
+    was_active = session.phase == Phase.ACTIVE or session.uid in group.restore_active
     active_since = status.get("activeSince") if was_active else None
     since_dt = parse_time(active_since) or group.now
     spec = session.spec
@@ -512,6 +536,10 @@ def _evaluate(group: _Group, session: SessionView, queue: list[SessionView]) -> 
         return
     policy = spec.on_conflict
     activation = session.activation
+    if session.uid in group.no_take:
+        activation = None
+        if policy in (OnConflict.REPLACE, OnConflict.REPLACE_IF_PROFILE_CHANGED):
+            policy = OnConflict.REJECT
     broken = violation(group.governance.terms.policies, spec, activation=activation is not None)
     if broken is not None:
         _leave(
@@ -682,6 +710,62 @@ def _retention(group: _Group, session: SessionView, outcome: _Outcome | None = N
     archived_at = parse_time(fields.get("archivedAt")) or group.now
     if delete_after is not None and group.deadline(archived_at + delete_after):
         group.deletions.append(session)
+
+
+# The phase each Ready reason is written with, for an outcome put back after a status edit.
+_PHASE_OF_REASON: dict[Reason, Phase] = {
+    Reason.TARGET_BUSY: Phase.REJECTED,
+    Reason.DUPLICATE_PROFILE: Phase.REJECTED,
+    Reason.NOT_PERMITTED: Phase.REJECTED,
+    Reason.OWNER_LIMIT: Phase.REJECTED,
+    Reason.PROTECTED: Phase.REJECTED,
+    Reason.QUEUED: Phase.QUEUED,
+    Reason.REPLACED: Phase.REPLACED,
+    Reason.PROFILE_CHANGED: Phase.REPLACED,
+    Reason.INACTIVE: Phase.INACTIVE,
+    Reason.COMPLETED: Phase.COMPLETED,
+    Reason.IDLE_TIMEOUT: Phase.ABANDONED,
+    Reason.MAX_DURATION_EXCEEDED: Phase.ABANDONED,
+    Reason.ARCHIVED: Phase.ARCHIVED,
+    Reason.INVALID_SPEC: Phase.INVALID,
+    Reason.POLICY_VIOLATION: Phase.INVALID,
+}
+
+
+def _ready(session: SessionView) -> dict[str, Any] | None:
+    for condition in session.status.get("conditions") or ():
+        if isinstance(condition, dict) and condition.get("type") == "Ready":
+            return condition
+    return None
+
+
+def _shows_active_conditions(session: SessionView) -> bool:
+    """Its conditions say Active (Ready=True), or it has none to say otherwise."""
+    ready = _ready(session)
+    return ready is None or ready.get("status") == "True"
+
+
+def _recorded_outcome(session: SessionView) -> _Outcome:
+    """The outcome a session's conditions record, when its phase was edited to Active.
+    What cannot be read back (a reason edited too) is Rejected: it never takes a target."""
+    ready = _ready(session) or {}
+    try:
+        reason = Reason(str(ready.get("reason")))
+    except ValueError:
+        reason = Reason.TARGET_BUSY
+    phase = _PHASE_OF_REASON.get(reason, Phase.REJECTED)
+    if reason is Reason.ARCHIVED:
+        archived = next((c.get("reason") for c in session.status.get("conditions") or ()
+                         if isinstance(c, dict) and c.get("type") == "Archived" and c.get("status") == "True"), None)
+        archived_reason = Reason.RETENTION if archived == Reason.RETENTION.value else Reason.REQUESTED
+    else:
+        archived_reason = None
+    previous = _previous_outcome(replace(session, status={**session.status, "phase": phase.value}))
+    return _Outcome(
+        phase, reason if reason is not Reason.ARCHIVED else archived_reason or Reason.REQUESTED,
+        str(ready.get("message") or ""), previous.fields, replaced_reason=previous.replaced_reason,
+        archived_reason=archived_reason, transition=False,
+    )
 
 
 def _previous_outcome(session: SessionView) -> _Outcome:

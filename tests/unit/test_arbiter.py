@@ -781,3 +781,69 @@ def test_unreadable_activity_is_ignored_with_one_warning(caplog: pytest.LogCaptu
     assert len(warnings) == 1
     assert "session-operator.io/last-activity='yesterday'" in warnings[0]
     assert clock.observe("u1", "2026-11-21T10:00:00Z", T0) == T0
+
+
+# --- a status edit never moves a target ---------------------------------------------------
+
+
+def edit_status(world: World, name: str, **status: object) -> None:
+    body = world.bodies[world.uid(name)]
+    body["status"].update(status)
+    body["metadata"]["resourceVersion"] = str(next(world.rv))
+
+
+def test_a_replaced_session_edited_to_active_stays_replaced() -> None:
+    world = World()
+    world.create("a", onConflict="Replace")
+    world.reconcile()
+    world.create("b", onConflict="Replace")
+    world.reconcile()
+    assert (world.phase("a"), world.phase("b")) == ("Replaced", "Active")
+    transitions = len(world.transitions)
+    claim = dict(world.claim or {})
+    edit_status(world, "a", phase="Active")  # someone with status rights
+    world.reconcile()
+    assert (world.phase("a"), world.phase("b")) == ("Replaced", "Active")
+    assert world.status("a")["replacedBy"] == "b"
+    assert world.claim is not None and world.claim["spec"] == claim["spec"]
+    assert len(world.transitions) == transitions  # put back quietly: no new Event
+
+
+def test_edited_conditions_too_take_nothing() -> None:
+    world = World()
+    world.create("a", onConflict="Replace")
+    world.reconcile()
+    world.create("b", onConflict="Replace")
+    world.reconcile()
+    ready = {**world.condition("b", "Ready")}
+    edit_status(world, "a", phase="Active", conditions=[ready])
+    world.reconcile()
+    assert world.phase("b") == "Active" and world.claim_view().holder == "b"  # type: ignore[union-attr]
+    assert world.phase("a") == "Rejected"
+
+
+def test_a_rejected_session_edited_to_active_does_not_take_a_free_target() -> None:
+    world = World()
+    world.create("holder")
+    world.create("late")
+    world.reconcile()
+    assert world.phase("late") == "Rejected"
+    world.set_spec("holder", state="Completed")
+    world.reconcile()
+    edit_status(world, "late", phase="Active")
+    world.reconcile()
+    assert world.phase("late") == "Rejected" and world.claim is None
+
+
+def test_the_holder_edited_out_of_active_keeps_its_target() -> None:
+    world = World()
+    world.create("holder")
+    world.create("waiting", onConflict="Queue")
+    world.reconcile()
+    since = world.status("holder")["activeSince"]
+    world.advance(30)
+    edit_status(world, "holder", phase="Completed")
+    world.reconcile()
+    assert world.phase("holder") == "Active" and world.status("holder")["activeSince"] == since
+    assert world.phase("waiting") == "Queued"
+    assert world.claim_view().holder == "holder"  # type: ignore[union-attr]
