@@ -69,6 +69,7 @@ class Informer:
         max_backoff: float = 30.0,
         listed: Callable[[], None] | None = None,
         absent_is_empty: bool = False,
+        absent_hint: str = "",
     ) -> None:
         self._api = api
         self.what = what if namespace is None else f"{what} in {namespace}"
@@ -85,6 +86,9 @@ class Informer:
         self.lists = 0
         self._absent_is_empty = absent_is_empty
         self.absent = False  # the resource is not served (404), taken as empty
+        # Said when the resource itself is not served (404 on the listing): what to install.
+        self.absent_hint = absent_hint
+        self.missing: str | None = None  # why it cannot list, while it cannot (None: it can)
 
     def _query(self, **extra: str) -> dict[str, str]:
         query = dict(extra)
@@ -99,6 +103,9 @@ class Informer:
             try:
                 if rv is None:
                     rv = await self._list()
+                    if self.missing is not None:
+                        log.info("The API server serves %s now", self.what)
+                        self.missing = None
                     if self.absent:
                         log.info("The API server serves %s now", self.what)
                         self.absent = False
@@ -123,7 +130,11 @@ class Informer:
                     continue
                 failures += 1
                 delay = min(self._max_backoff, 0.2 * 2 ** min(failures, 10)) * (0.5 + random.random() / 2)
-                log.warning("Failed to list or watch %s (retrying in %.1fs): %s", self.what, delay, e)
+                if e.status == 404 and rv is None and self.absent_hint:
+                    self.missing = self.absent_hint
+                    log.warning("%s (retrying in %.1fs)", self.absent_hint, delay)
+                else:
+                    log.warning("Failed to list or watch %s (retrying in %.1fs): %s", self.what, delay, e)
                 await asyncio.sleep(delay)
 
     async def _list(self) -> str:

@@ -237,13 +237,17 @@ class KopfThread:
         self._thread.start()
         return done
 
-    async def stop(self, wait: float = 10.0) -> None:
+    async def stop(self, wait: float = 1.5) -> None:
+        """Ask kopf to stop and give it ``wait`` seconds. kopf then waits up to 5 s more for
+        its own tasks, such as discovery requests retrying against an API server that is
+        gone; nothing of those matters once the operator stops, so its thread (a daemon)
+        is left to the process exit rather than holding up a SIGTERM."""
         self._stop.set()
         thread = self._thread
         if thread is not None:
             await asyncio.to_thread(thread.join, wait)
             if thread.is_alive():
-                log.warning("kopf did not stop within %.0fs; leaving it to the process exit", wait)
+                log.info("kopf has not stopped within %.1fs; leaving it to the process exit", wait)
 
 
 def across_loops(admit: Admit, loop: asyncio.AbstractEventLoop, bound: float) -> Admit:

@@ -38,6 +38,7 @@ class Readiness:
     leading: bool = False
     shutting_down: bool = False
     leader: Callable[[], str] = field(default=lambda: "", repr=False)  # who leads, as last seen
+    missing: Callable[[], str | None] = field(default=lambda: None, repr=False)  # what cannot be listed, why
 
     def verdict(self) -> tuple[bool, str]:
         if self.shutting_down:
@@ -45,7 +46,9 @@ class Readiness:
         if not self.connected:
             return False, "not connected to the API server"
         if not self.synced:
-            return False, "the cache of sessions and claims is not filled yet"
+            why = self.missing()
+            return False, f"the cache of sessions and claims is not filled yet: {why}" if why else (
+                "the cache of sessions and claims is not filled yet")
         if self.leader_election and not self.leading:
             holder = self.leader()
             return False, f"standby: {holder} leads" if holder else "standby: waiting for the leader lease"

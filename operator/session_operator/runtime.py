@@ -31,7 +31,7 @@ from .events import EventPoster
 from .informer import Informer
 from .kube import Kube
 from .metrics import Metrics
-from .model import MANAGED_BY_LABEL, MANAGED_BY_VALUE, SessionView
+from .model import GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SessionView
 from .permissions import Permissions
 from .probes import Readiness
 from .reconciler import Reconciler
@@ -41,6 +41,10 @@ from .workqueue import WorkQueue
 log = logging.getLogger(__name__)
 
 CLAIM_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
+MISSING_CRD = (
+    f"this cluster does not serve sessions.{GROUP} (the Session CRD is not installed); install it with: "
+    "kubectl apply --server-side -f charts/session-operator/crds/"
+)
 
 
 class OperatorStopped(RuntimeError):
@@ -126,7 +130,7 @@ def _informers(
         informers.append(Informer(
             kube, what="sessions", namespace=namespace, sink=wrap("sessions", cache.session_sink),
             path=paths.sessions(namespace), changed=changed,
-            listed=metrics.watch_lists.labels(resource="sessions").inc,
+            listed=metrics.watch_lists.labels(resource="sessions").inc, absent_hint=MISSING_CRD,
         ))
         informers.append(Informer(
             kube, what="claims", namespace=namespace, sink=wrap("claims", cache.claim_sink),
@@ -164,6 +168,7 @@ class Operator:
         self._metrics = metrics
         self._readiness = readiness
         self.parts = build(settings, kube, metrics=metrics)
+        readiness.missing = lambda: next((i.missing for i in self.parts.informers if i.missing), None)
         self.cache = self.parts.cache
         self.events = self.parts.events
         self.permissions = self.parts.permissions
@@ -276,8 +281,18 @@ class Operator:
         return admission.ALLOW
 
     async def _lead(self, stop: asyncio.Event) -> None:
-        """Reconcile until ``stop``: the work of the leader."""
-        await asyncio.gather(*(informer.synced.wait() for informer in self.informers))
+        """Reconcile until ``stop``: the work of the leader. A stop while the cache is not
+        filled yet (no CRD, no API server) returns at once."""
+        async def filling() -> None:
+            await asyncio.gather(*(informer.synced.wait() for informer in self.informers))
+
+        filled = asyncio.ensure_future(filling())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({filled, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not filled.done():
+            filled.cancel()
+            return
         self.parts.leading = True
         self._readiness.leading = True
         self._metrics.leader.set(1)
