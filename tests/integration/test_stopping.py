@@ -21,6 +21,7 @@ from support.kubeclient import KubeClient
 from support.operator_process import OperatorProcess, free_port
 
 MISSING = "this cluster does not serve sessions.session-operator.io (the Session CRD is not installed)"
+CRDS = sorted((Path(__file__).resolve().parents[2] / "crds").glob("*.yaml"))
 BOUND = 5.0  # seconds from SIGTERM to exit, for a busy machine; measured values are printed (0.2 to 1.6 s)
 
 
@@ -40,19 +41,19 @@ async def until(check: Any, what: str, within: float = 30.0) -> None:
 
 @pytest.fixture
 def bare_emulator(tmp_path: Path) -> Any:
-    """An API server of its own, with no CRD installed."""
+    """An API server of its own, with no CRD installed; its kubeconfig."""
     from kube_emulator import EmulatorThread
 
     thread = EmulatorThread(tls=True)
     thread.start()
     try:
-        yield thread, thread.write_kubeconfig(tmp_path / "kubeconfig")
+        yield thread.write_kubeconfig(tmp_path / "kubeconfig")
     finally:
         thread.stop()
 
 
 async def test_without_the_crd_it_says_so_recovers_and_stops(bare_emulator: Any, tmp_path: Path) -> None:
-    thread, kubeconfig = bare_emulator
+    kubeconfig = bare_emulator
     process = OperatorProcess(kubeconfig, tmp_path, name="no-crd").start(wait=False)
     try:
         await until(lambda: MISSING in process.logs(), "the log naming the missing CRD")
@@ -65,10 +66,9 @@ async def test_without_the_crd_it_says_so_recovers_and_stops(bare_emulator: Any,
     process.start(wait=False)
     try:
         await until(lambda: MISSING in process.logs().rpartition("===== start")[2], "the missing CRD named again")
-        crds = Path(__file__).resolve().parents[2] / "crds"
         client = KubeClient(kubeconfig)
         try:
-            for path in sorted(crds.glob("*.yaml")):
+            for path in CRDS:
                 await client.apply_crd(path)
         finally:
             await client.close()
