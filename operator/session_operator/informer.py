@@ -11,7 +11,8 @@ as client-go's reflector does it:
 3. on ``410 Gone`` (the version is too old), a new LIST: the sink replaces what it holds
    for that scope, and objects missing from the listing were deleted meanwhile.
 
-Errors never end an informer: it waits (exponential backoff, capped) and tries again.
+Errors never end an informer: it waits (exponential backoff with jitter, capped at 30 s,
+or at 2 s while the server cannot be reached at all) and tries again.
 ``synced`` is set once the first listing is in the sink. An informer made with
 ``absent_is_empty`` (SessionPolicies, whose CRD a chart upgrade does not install) takes a
 404 for the resource itself as an empty listing: none can exist. It says so once, is
@@ -31,6 +32,7 @@ from .errors import ApiError
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
+UNREACHABLE_BACKOFF = 2.0  # seconds, at most, between attempts while the server cannot be reached
 
 
 class Listing(Protocol):
@@ -129,7 +131,12 @@ class Informer:
                     await asyncio.sleep(self._max_backoff)
                     continue
                 failures += 1
-                delay = min(self._max_backoff, 0.2 * 2 ** min(failures, 10)) * (0.5 + random.random() / 2)
+                # A server that cannot be reached at all is asked again within a couple of
+                # seconds however long it has been gone (a refused connection costs it
+                # nothing), so that decisions resume within seconds of it coming back; a
+                # server that answers with an error backs off up to max_backoff.
+                ceiling = UNREACHABLE_BACKOFF if e.status == 0 else self._max_backoff
+                delay = min(ceiling, 0.2 * 2 ** min(failures, 10)) * (0.5 + random.random() / 2)
                 if e.status == 404 and rv is None and self.absent_hint:
                     self.missing = self.absent_hint
                     log.warning("%s (retrying in %.1fs)", self.absent_hint, delay)

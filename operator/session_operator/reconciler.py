@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
@@ -33,6 +34,7 @@ from .cache import ClusterView, OwnerKey, TargetKey
 from .errors import ApiError, NotFound
 from .events import EventPoster
 from .executor import Executor, LostRace, WriteApi
+from .informer import UNREACHABLE_BACKOFF
 from .metrics import Metrics
 from .model import Claim, DesiredState, Owner, Phase, SessionView, claim_name
 from .permissions import Permissions
@@ -175,7 +177,10 @@ class Reconciler:
                     continue
                 except ApiError as e:
                     self._metrics.reconcile_errors.labels(error=e.reason or str(e.status)).inc()
-                    raise RetryLater(f"target {key[0]}/{key[1]}: {e}") from e
+                    # The server cannot be reached: try again within seconds, not after
+                    # a backoff grown through the outage (see informer.UNREACHABLE_BACKOFF).
+                    delay = UNREACHABLE_BACKOFF * (0.5 + random.random() / 2) if e.status == 0 else None
+                    raise RetryLater(f"target {key[0]}/{key[1]}: {e}", delay) from e
                 return next_due.timestamp() if next_due is not None else None
         finally:
             self._metrics.reconcile_duration.observe(time.monotonic() - started)
