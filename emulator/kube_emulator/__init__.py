@@ -12,8 +12,8 @@ What it emulates
   ``namespaces``, ``events``, ``configmaps``, ``secrets``; ``coordination.k8s.io/v1``
   ``leases``; ``events.k8s.io/v1`` ``events`` (same storage as core v1 events, fields
   converted); ``apiextensions.k8s.io/v1`` ``customresourcedefinitions``;
-  ``admissionregistration.k8s.io/v1`` ``validatingwebhookconfigurations``; and every
-  served version of every registered CRD.
+  ``admissionregistration.k8s.io/v1`` ``validatingwebhookconfigurations`` and
+  ``mutatingwebhookconfigurations``; and every served version of every registered CRD.
 * CRDs: creating one answers the un-established object, then (milliseconds later, on the
   emulator's "controller" task) sets ``NamesAccepted``/``Established`` and starts serving
   it. Updating a CRD swaps its schemas in place; deleting it deletes its objects
@@ -70,7 +70,7 @@ What it emulates
   Equivalent also matches the other served versions of a CRD and core v1 / events.k8s.io/v1
   events), when ``namespaceSelector`` and ``objectSelector`` (matchLabels, matchExpressions)
   match, after defaulting and validation and before storing; never for webhook
-  configurations. Each gets an ``admission.k8s.io/v1`` (or v1beta1) AdmissionReview POSTed
+  configurations of either kind. Each gets an ``admission.k8s.io/v1`` (or v1beta1) AdmissionReview POSTed
   to ``clientConfig.url?timeout=<timeoutSeconds>s`` over HTTPS verified with ``caBundle``:
   uid, kind/resource/subResource (of the matched version), requestKind/requestResource,
   name, namespace, operation, userInfo, object and oldObject in that version, dryRun, and
@@ -102,7 +102,9 @@ What it does NOT emulate
   ``system:masters``, ``system:authenticated``); RBAC/authorization; admission plugins
   other than namespace lifecycle and validating webhooks; API priority and fairness
   (throttling only when injected); audit (and the webhooks' audit annotations).
-* mutating admission webhooks (MutatingWebhookConfiguration is not served) and CONNECT.
+* mutating admission webhooks (a MutatingWebhookConfiguration is served, defaulted and
+  validated as the validating kind, ``reinvocationPolicy`` defaulting to Never, but its
+  webhooks are never called) and CONNECT.
   Webhooks with ``clientConfig.service`` are stored but never reached (there are no
   Services): calling one fails as an unreachable webhook does, by ``failurePolicy``, with a
   message that says so. A configuration is in force as soon as it is written (a real server

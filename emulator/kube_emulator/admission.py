@@ -37,6 +37,8 @@ from .resources import ResourceType
 log = logging.getLogger("kube_emulator")
 
 VWC_KEY = ("admissionregistration.k8s.io", "validatingwebhookconfigurations")
+MWC_KEY = ("admissionregistration.k8s.io", "mutatingwebhookconfigurations")
+CONFIGURATION_KEYS = (VWC_KEY, MWC_KEY)  # never sent to webhooks
 NAMESPACES = ("", "v1", "namespaces")
 # The one user the emulator authenticates (its bearer token), as a webhook sees it.
 USER_INFO: dict[str, Any] = {"username": "admin", "uid": "admin", "groups": ["system:masters", "system:authenticated"]}
@@ -183,7 +185,7 @@ class Admission:
             raise error
 
     def invocations(self, attrs: Attributes) -> list[Invocation]:
-        if attrs.rt.storage_key == VWC_KEY:
+        if attrs.rt.storage_key in CONFIGURATION_KEYS:
             return []  # webhook configurations are never sent to webhooks
         configurations = sorted(
             self.api.store.bucket(VWC_KEY).iter_objects(None), key=lambda c: c["metadata"]["name"]
