@@ -1,5 +1,6 @@
-"""Admission webhook scenarios, run the same way to record a real kube-apiserver's answers
-(``record_webhooks.py``) and to hold a server under test to them (``test_admission_webhooks.py``).
+"""Admission webhook scenarios (validating here, mutating in ``mutating_scenarios.py``), run the
+same way to record a real kube-apiserver's answers (``record_webhooks.py``) and to hold a server
+under test to them (``test_admission_webhooks.py``).
 
 Each scenario registers a webhook configuration whose webhooks are served by a
 :class:`~support.webhook_server.WebhookServer` on loopback, makes API requests, and returns one
@@ -557,12 +558,20 @@ SCENARIOS: dict[str, Callable[[Run], Awaitable[None]]] = {
 }
 
 
+def all_scenarios() -> dict[str, Callable[[Run], Awaitable[None]]]:
+    """These validating scenarios and the mutating ones of ``mutating_scenarios.py``."""
+    from mutating_scenarios import MUTATING_SCENARIOS
+
+    return {**SCENARIOS, **MUTATING_SCENARIOS}
+
+
 async def run_scenario(kube: KubeClient, scenario: str, namespace: str) -> tuple[Run, list[Exchange]]:
-    """Run one scenario in ``namespace`` (the widgets CRD must be served); returns the exchanges."""
+    """Run one scenario (of :func:`all_scenarios`) in ``namespace`` (the widgets CRD must be
+    served); returns the exchanges."""
     async with WebhookServer() as hook:
         run = Run(kube, hook, namespace)
         try:
-            await SCENARIOS[scenario](run)
+            await all_scenarios()[scenario](run)
         finally:
             await run.cleanup()
     return run, run.exchanges
