@@ -12,8 +12,8 @@ What it emulates
   ``namespaces``, ``events``, ``configmaps``, ``secrets``; ``coordination.k8s.io/v1``
   ``leases``; ``events.k8s.io/v1`` ``events`` (same storage as core v1 events, fields
   converted); ``apiextensions.k8s.io/v1`` ``customresourcedefinitions``;
-  ``admissionregistration.k8s.io/v1`` ``validatingwebhookconfigurations``; and every
-  served version of every registered CRD.
+  ``admissionregistration.k8s.io/v1`` ``validatingwebhookconfigurations`` and
+  ``mutatingwebhookconfigurations``; and every served version of every registered CRD.
 * CRDs: creating one answers the un-established object, then (milliseconds later, on the
   emulator's "controller" task) sets ``NamesAccepted``/``Established`` and starts serving
   it. Updating a CRD swaps its schemas in place; deleting it deletes its objects
@@ -70,7 +70,7 @@ What it emulates
   Equivalent also matches the other served versions of a CRD and core v1 / events.k8s.io/v1
   events), when ``namespaceSelector`` and ``objectSelector`` (matchLabels, matchExpressions)
   match, after defaulting and validation and before storing; never for webhook
-  configurations. Each gets an ``admission.k8s.io/v1`` (or v1beta1) AdmissionReview POSTed
+  configurations of either kind. Each gets an ``admission.k8s.io/v1`` (or v1beta1) AdmissionReview POSTed
   to ``clientConfig.url?timeout=<timeoutSeconds>s`` over HTTPS verified with ``caBundle``:
   uid, kind/resource/subResource (of the matched version), requestKind/requestResource,
   name, namespace, operation, userInfo, object and oldObject in that version, dryRun, and
@@ -87,6 +87,33 @@ What it emulates
   characters past 4096 in all). While a webhook is called, other requests are served; if
   the object changes meanwhile, the write is made again and the webhooks are called again,
   as kube-apiserver's retries do.
+* mutating admission webhooks (``admission.py``, ``gopatch.py``): a
+  MutatingWebhookConfiguration is defaulted and validated as the validating kind is, and
+  ``reinvocationPolicy`` defaults to Never (IfNeeded and Never allowed). Its webhooks match
+  as the validating ones do and are called before them, one after the other in configuration
+  order (configurations by name, then webhook order), each matched (selectors included) and
+  called on the object as the previous ones left it: on a create, the decoded object before
+  the registry fills it in (no uid, ``creationTimestamp: null``, no namespace unless sent,
+  no name yet for ``generateName``, status as sent); on an update, the body of a PUT as sent
+  or the result of a patch, before the ``resourceVersion`` checks (so a stale PUT calls
+  them, then is 409); on a delete, just before the validating webhooks (deletecollection:
+  each delete). The answer's ``patchType: JSONPatch`` ``patch`` (base64) is applied to the
+  object in the version the webhook was sent, as v1.24's evanphx/json-patch v4 applies it
+  (its quirks too: ``replace`` of a missing key adds it) and with its error texts; the
+  result is decoded (built-ins: into the Go struct, unknown fields dropped) and defaulted,
+  then the request goes on: the registry's rules (status kept or dropped as the status
+  subresource says, a change of namespace is 400, of name on an update 422), schema and CEL
+  validation (422), the validating webhooks (which see fields the schema does not know), and
+  pruning when stored. A patch without ``patchType`` or the reverse, an empty ``patchType``,
+  a ``patchType`` other than JSONPatch and a patch that is not base64 fail the request with
+  a 500 as unreachable webhooks do, unless ``failurePolicy`` is Ignore; a patch that is not
+  a JSON list of operations, does not apply or does not decode, and any non-empty patch on a
+  DELETE, are a 500 whatever the failurePolicy (v1.24). An ``admission.k8s.io/v1beta1``
+  answer's patch is applied as a JSON patch whatever its ``patchType``. Denials, failures,
+  dry run and ``sideEffects``, ``timeoutSeconds`` and warnings as for validating webhooks (a
+  mutating webhook's warnings come first). ``reinvocationPolicy: IfNeeded``: a webhook
+  called before a later one changed the object is called once more, in a second round, as
+  v1.24 does.
 * a small garbage collector: when an owner is deleted, objects whose every
   ``ownerReference`` points at a deleted uid are deleted (background propagation).
 * ``meta.k8s.io/v1`` Table output (``additionalPrinterColumns``) for ``kubectl get``.
@@ -100,16 +127,26 @@ What it does NOT emulate
 ------------------------
 * authentication beyond one bearer token (a webhook sees it as user ``admin``, groups
   ``system:masters``, ``system:authenticated``); RBAC/authorization; admission plugins
-  other than namespace lifecycle and validating webhooks; API priority and fairness
+  other than namespace lifecycle and admission webhooks; API priority and fairness
   (throttling only when injected); audit (and the webhooks' audit annotations).
-* mutating admission webhooks (MutatingWebhookConfiguration is not served) and CONNECT.
-  Webhooks with ``clientConfig.service`` are stored but never reached (there are no
-  Services): calling one fails as an unreachable webhook does, by ``failurePolicy``, with a
-  message that says so. A configuration is in force as soon as it is written (a real server
-  takes a moment to pick it up: tests should wait until a webhook is called). Webhooks are
-  called concurrently, but their warnings are answered in configuration order, and of
-  several failures the first in that order wins (v1.24: the first to arrive). The writes of
-  the emulated controllers (namespace and CRD cleanup, garbage collection) and
+* admission of CONNECT; webhooks' ``matchConditions`` (not in v1.24: dropped as unknown
+  fields); mutation by in-tree admission plugins (none mutates, so none is reinvoked); the
+  mutating webhooks' audit annotations
+  (``mutation.webhook.admission.k8s.io/round_<r>_index_<i>``,
+  ``patch.webhook.admission.k8s.io/...``). What v1.36 does differently: it sends a mutating
+  webhook a create's object with its namespace set and without ``creationTimestamp: null``,
+  and lets ``failurePolicy`` decide about a patch that is not a JSON list of operations
+  (v1.24: always a 500); JSON syntax errors in a patch are worded as the Go (1.27) that
+  built the recorded server words them. Webhooks with ``clientConfig.service`` are stored
+  but never reached (there are no Services): calling one fails as an unreachable webhook
+  does, by ``failurePolicy``, with a message that says so. A configuration is in force as
+  soon as it is written (a real server takes a moment to pick it up: tests should wait until
+  a webhook is called). Validating webhooks are called concurrently, but their warnings are
+  answered in configuration order, and of several failures the first in that order wins
+  (v1.24: the first to arrive). A create whose webhooks are called replays the mutating
+  webhooks' recorded answers on each attempt: if a configuration or a namespace's labels
+  change meanwhile, the chain is matched again (kube-apiserver calls them once). The writes
+  of the emulated controllers (namespace and CRD cleanup, garbage collection) and
   :meth:`Emulator.bulk_load` call no webhooks; a real cluster's controllers would.
 * server-side apply (``application/apply-patch+yaml`` is answered 415) and
   ``managedFields`` (never returned); strategic merge patch is only approximated for the

@@ -1,15 +1,18 @@
-"""Validating admission webhooks (``admissionregistration.k8s.io/v1``), called as kube-apiserver
-v1.24 calls them, and the ``Warning`` response headers they lead to.
+"""Mutating and validating admission webhooks (``admissionregistration.k8s.io/v1``), called as
+kube-apiserver v1.24 calls them, and the ``Warning`` response headers they lead to.
 
 The API semantics (:mod:`.api`) are synchronous, and a webhook call is not: a write runs as
-an *attempt*, and where kube-apiserver runs validating admission (after defaulting and
-validation, before storing) :meth:`Admission.check` finds the webhooks that match. If they
-have not been called for this exact request yet, it raises :class:`AdmissionRequired`; the
-server then calls them (concurrently, as kube-apiserver does), records what they answered,
-and makes the attempt again from the start, now against the current state. When the
-object to admit is the same as before, the recorded answer stands (a denial is raised, an
-allowance lets the write go on); when the state changed meanwhile, the webhooks are called
-again, as kube-apiserver's optimistic retries do.
+an *attempt*. Where kube-apiserver runs mutating admission (after decoding, before the
+registry fills the object in and validates it) :meth:`Admission.mutate` walks the mutating
+webhooks that match, in order, each on the object the previous ones left; where it runs
+validating admission (after defaulting and validation, before storing) :meth:`Admission.check`
+finds the validating webhooks that match. A webhook not yet called for this exact object
+raises :class:`AdmissionRequired`; the server then calls it (a mutating webhook alone, the
+validating ones concurrently, as kube-apiserver does), records what it answered, and makes
+the attempt again from the start, now against the current state. When the object is the
+same as before, the recorded answer stands (a denial is raised, an allowance lets the write
+go on, a patch gives the same object); when the state changed meanwhile, the webhooks are
+called again, as kube-apiserver's optimistic retries do.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import copy
+import dataclasses
 import ipaddress
 import json
 import logging
@@ -31,12 +36,15 @@ import aiohttp
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from .errors import ApiError, bad_request, internal_error
-from .resources import ResourceType
+from . import gopatch
+from .errors import ApiError, bad_request, go_json_kind, internal_error
+from .resources import DecodeError, ResourceType
 
 log = logging.getLogger("kube_emulator")
 
 VWC_KEY = ("admissionregistration.k8s.io", "validatingwebhookconfigurations")
+MWC_KEY = ("admissionregistration.k8s.io", "mutatingwebhookconfigurations")
+CONFIGURATION_KEYS = (VWC_KEY, MWC_KEY)  # never sent to webhooks
 NAMESPACES = ("", "v1", "namespaces")
 # The one user the emulator authenticates (its bearer token), as a webhook sees it.
 USER_INFO: dict[str, Any] = {"username": "admin", "uid": "admin", "groups": ["system:masters", "system:authenticated"]}
@@ -132,18 +140,37 @@ class Invocation:
 
 
 class AdmissionRequired(Exception):
-    """Raised by :meth:`Admission.check` out of a write attempt: these webhooks must be called first."""
+    """Raised by :meth:`Admission.check` or :meth:`Admission.mutate` out of a write attempt:
+    these webhooks (one, if ``mutating``) must be called first."""
 
-    def __init__(self, key: str, attrs: Attributes, invocations: list[Invocation], reviews: list[dict[str, Any]]):
+    def __init__(
+        self,
+        key: str,
+        attrs: Attributes,
+        invocations: list[Invocation],
+        reviews: list[dict[str, Any]],
+        mutating: bool = False,
+    ):
         super().__init__(f"{attrs.operation} needs {len(invocations)} webhook(s)")
         self.key = key
         self.attrs = attrs
         self.invocations = invocations
         self.reviews = reviews  # the AdmissionRequest of each invocation (uid added when called)
+        self.mutating = mutating
+
+
+@dataclass
+class Mutation:
+    """What one mutating webhook call came to: an error to raise, or the object its patch made
+    (storage form; None: unchanged) and whether that differs from what it was sent."""
+
+    error: ApiError | None = None
+    obj: dict[str, Any] | None = None
+    changed: bool = False
 
 
 class Admission:
-    """Validating admission for one API request (see the module docstring)."""
+    """Mutating and validating admission for one API request (see the module docstring)."""
 
     def __init__(self, api: Any, client: WebhookClient, params: dict[str, str], dry_run: bool) -> None:
         self.api = api
@@ -152,6 +179,7 @@ class Admission:
         self.dry_run = dry_run
         self.warnings: list[str] = []
         self._decided: dict[str, ApiError | None] = {}  # fingerprint -> the denial or failure, or None
+        self._mutations: dict[str, Mutation] = {}  # fingerprint and webhook -> what its call came to
         self._identity: dict[str, Any] | None = None
         self.collection: dict[str, Any] = {}  # a deletecollection's listing and progress (api.py)
 
@@ -183,18 +211,65 @@ class Admission:
             raise error
 
     def invocations(self, attrs: Attributes) -> list[Invocation]:
-        if attrs.rt.storage_key == VWC_KEY:
+        if attrs.rt.storage_key in CONFIGURATION_KEYS:
             return []  # webhook configurations are never sent to webhooks
-        configurations = sorted(
-            self.api.store.bucket(VWC_KEY).iter_objects(None), key=lambda c: c["metadata"]["name"]
-        )
         out = []
-        for configuration in configurations:
-            for hook in configuration.get("webhooks") or []:
-                invocation = self._match(configuration["metadata"]["name"], hook, attrs)
-                if invocation is not None:
-                    out.append(invocation)
+        for configuration, _, hook in self._hooks(VWC_KEY):
+            invocation = self._match(configuration, hook, attrs)
+            if invocation is not None:
+                out.append(invocation)
         return out
+
+    def _hooks(self, key: tuple[str, str]) -> list[tuple[str, int, dict[str, Any]]]:
+        """The webhooks of the configurations of ``key``: (configuration, index, webhook), in
+        the order kube-apiserver calls them (configurations by name, then webhook order)."""
+        configurations = sorted(self.api.store.bucket(key).iter_objects(None), key=lambda c: c["metadata"]["name"])
+        return [
+            (configuration["metadata"]["name"], index, hook)
+            for configuration in configurations
+            for index, hook in enumerate(configuration.get("webhooks") or [])
+        ]
+
+    def mutate(self, attrs: Attributes) -> tuple[dict[str, Any] | None, bool]:
+        """Mutating admission of ``attrs``: the object the matching mutating webhooks' patches
+        leave (storage form), and whether any patch was applied; raises a webhook's denial or
+        failure (an :class:`ApiError`), or :class:`AdmissionRequired` for the next webhook.
+
+        Webhooks are matched and called one after the other, each on the object as the
+        previous ones left it. With ``reinvocationPolicy: IfNeeded``, a webhook called before
+        a later one changed the object is called once more, in a second round (the
+        ``webhookReinvokeContext`` of kube-apiserver's mutating dispatcher)."""
+        attrs.dry_run = self.dry_run
+        if attrs.rt.storage_key in CONFIGURATION_KEYS:
+            return attrs.obj, False
+        hooks = self._hooks(MWC_KEY)
+        patched = False
+        previously: set[tuple[str, int]] = set()  # IfNeeded webhooks called since the last change
+        reinvoke: set[tuple[str, int]] = set()
+        should_reinvoke = False
+        for round_ in (0, 1):
+            if round_ and not should_reinvoke:
+                break
+            for configuration, index, hook in hooks:
+                invocation = self._match(configuration, hook, attrs)
+                if invocation is None or (round_ and (configuration, index) not in reinvoke):
+                    continue
+                key = _fingerprint(attrs) + json.dumps([configuration, index, hook, round_], sort_keys=True)
+                outcome = self._mutations.get(key)
+                if outcome is None:
+                    raise AdmissionRequired(key, attrs, [invocation], [self._request(invocation, attrs)], True)
+                if outcome.changed:
+                    reinvoke |= previously
+                    previously = set()
+                    should_reinvoke = True
+                if hook.get("reinvocationPolicy") == "IfNeeded":
+                    previously.add((configuration, index))
+                if outcome.error is not None:
+                    raise outcome.error
+                if outcome.obj is not None:
+                    attrs = dataclasses.replace(attrs, obj=outcome.obj)
+                    patched = True
+        return (copy.deepcopy(attrs.obj) if patched else attrs.obj), patched
 
     def _match(self, configuration: str, hook: dict[str, Any], attrs: Attributes) -> Invocation | None:
         if not self._namespace_matches(hook, attrs):
@@ -259,8 +334,13 @@ class Admission:
         request["operation"] = attrs.operation
         request["userInfo"] = json.loads(json.dumps(USER_INFO))
         for key, obj in (("object", attrs.obj), ("oldObject", attrs.old)):
-            shown = None if obj is None else self.api.present(invocation.rt, invocation.version, obj)
-            request[key] = None if shown is None else json.loads(json.dumps(shown))
+            if obj is None:
+                request[key] = None
+                continue
+            shown = json.loads(json.dumps(self.api.present(invocation.rt, invocation.version, obj)))
+            # the Go struct's zero Time, in an object the registry has not filled in yet
+            shown.setdefault("metadata", {}).setdefault("creationTimestamp", None)
+            request[key] = shown
         request["dryRun"] = attrs.dry_run
         request["options"] = self._options(attrs)
         return request
@@ -293,7 +373,11 @@ class Admission:
     # ------------------------------------------------------------------ calling (between attempts)
 
     async def call(self, need: AdmissionRequired) -> None:
-        """Call the webhooks ``need`` names, concurrently; record the first denial or failure."""
+        """Call the webhooks ``need`` names, concurrently; record the first denial or failure
+        (or, for a mutating webhook, what its call came to)."""
+        if need.mutating:
+            self._mutations[need.key] = await self._call_mutating(need.invocations[0], need.reviews[0], need.attrs)
+            return
         results = await asyncio.gather(
             *(self._call(inv, review, need.attrs) for inv, review in zip(need.invocations, need.reviews, strict=True))
         )
@@ -304,26 +388,23 @@ class Admission:
                 error = failure
         self._decided[need.key] = error
 
-    async def _call(
-        self, invocation: Invocation, request: dict[str, Any], attrs: Attributes
-    ) -> tuple[ApiError | None, list[str]]:
+    async def _exchange(
+        self, invocation: Invocation, request: dict[str, Any], attrs: Attributes, mutating: bool
+    ) -> tuple[dict[str, Any] | None, ApiError | None]:
+        """POST the AdmissionReview and verify the answer: (the response, None), or (None, the
+        error to fail the request with), or (None, None) when a failure is ignored
+        (``failurePolicy: Ignore``). The response's ``patch`` is decoded to bytes, and its
+        ``patchType`` is JSONPatch for a v1beta1 review with a patch."""
         hook = invocation.hook
         name = hook.get("name", "")
-        ignore = hook.get("failurePolicy") == "Ignore"
-
-        def failed(reason: str) -> tuple[ApiError | None, list[str]]:
-            if ignore:
-                log.info("Failed calling webhook, failing open %s: %s", name, reason)
-                return None, []
-            return internal_error(f'failed calling webhook "{name}": {reason}'), []
-
         if attrs.dry_run and hook.get("sideEffects") not in ("None", "NoneOnDryRun"):
-            return bad_request(f'admission webhook "{name}" does not support dry run'), []
+            return None, bad_request(f'admission webhook "{name}" does not support dry run')
         version = next((v for v in hook.get("admissionReviewVersions") or [] if v in REVIEW_VERSIONS), None)
         if version is None:
-            return failed(
+            return None, _failed(
+                hook,
                 "could not create admission objects: webhook does not accept known AdmissionReview versions "
-                "(v1, v1beta1)"
+                "(v1, v1beta1)",
             )
         uid = str(uuid.uuid4())
         review = {
@@ -332,38 +413,166 @@ class Admission:
             "request": {"uid": uid, **request},
         }
         try:
-            answer = await self.client.post(hook, review)
+            answer = _decode_patch_fields(await self.client.post(hook, review))
         except CallError as exc:
-            return failed(f"failed to call webhook: {exc}")
+            return None, _failed(hook, f"failed to call webhook: {exc}")
         try:
-            response = _verify(uid, version, answer)
+            return _verify(uid, version, answer, mutating), None
         except CallError as exc:
-            return failed(f"received invalid webhook response: {exc}")
+            return None, _failed(hook, f"received invalid webhook response: {exc}")
+
+    async def _call(
+        self, invocation: Invocation, request: dict[str, Any], attrs: Attributes
+    ) -> tuple[ApiError | None, list[str]]:
+        response, failure = await self._exchange(invocation, request, attrs, mutating=False)
+        if response is None:
+            return failure, []
         warnings = [w for w in response.get("warnings") or [] if isinstance(w, str)]
         if response.get("allowed") is True:
             return None, warnings
-        return _denial(name, response.get("status")), warnings
+        return _denial(invocation.hook.get("name", ""), response.get("status")), warnings
+
+    async def _call_mutating(self, invocation: Invocation, request: dict[str, Any], attrs: Attributes) -> Mutation:
+        """``callAttrMutatingHook``: call the webhook, apply its JSON patch to the object it was
+        sent, decode and default the result."""
+        response, failure = await self._exchange(invocation, request, attrs, mutating=True)
+        if response is None:
+            return Mutation(error=failure)
+        hook = invocation.hook
+        name = hook.get("name", "")
+        self.warnings.extend(w for w in response.get("warnings") or [] if isinstance(w, str))
+        if response.get("allowed") is not True:
+            return Mutation(error=_denial(name, response.get("status")))
+        raw: bytes = response["patch"]
+        if not raw:
+            return Mutation()
+        try:
+            operations = gopatch.decode_patch(raw)
+        except gopatch.PatchError as exc:
+            return Mutation(error=internal_error(str(exc)))
+        if not operations:
+            return Mutation()
+        if attrs.obj is None:
+            return Mutation(
+                error=internal_error(
+                    f'admission webhook "{name}" attempted to modify the object, which is not supported for this '
+                    "operation"
+                )
+            )
+        if response["patchType"] != "JSONPatch":
+            return Mutation(error=_failed(hook, f'unsupported patch type "{response["patchType"]}"'))
+        sent = request["object"]
+        try:
+            patched = gopatch.apply_patch(sent, operations)
+        except gopatch.PatchError as exc:
+            return Mutation(error=internal_error(str(exc)))
+        try:
+            obj, decoded = _decode_mutated(invocation, patched)
+        except ApiError as exc:
+            return Mutation(error=exc)
+        return Mutation(obj=obj, changed=decoded != sent)
 
 
-def _verify(uid: str, version: str, answer: Any) -> dict[str, Any]:
-    """``VerifyAdmissionResponse`` for a validating webhook."""
+def _failed(hook: dict[str, Any], reason: str) -> ApiError | None:
+    """A webhook that could not be called (``ErrCallingWebhook``): the request fails with a 500,
+    unless the webhook's ``failurePolicy`` is Ignore."""
+    name = hook.get("name", "")
+    if hook.get("failurePolicy") == "Ignore":
+        log.info("Failed calling webhook, failing open %s: %s", name, reason)
+        return None
+    return internal_error(f'failed calling webhook "{name}": {reason}')
+
+
+def _decode_patch_fields(answer: Any) -> Any:
+    """Decode ``response.patch`` (base64) and check ``response.patchType``'s type, as decoding
+    the AdmissionReview into its Go struct does."""
+    response = answer.get("response") if isinstance(answer, dict) else None
+    if not isinstance(response, dict):
+        return answer
+    value = response.get("patch")
+    if value is None:
+        patch = b""
+    elif not isinstance(value, str):
+        raise CallError(
+            f"json: cannot unmarshal {go_json_kind(value)} into Go struct field AdmissionResponse.response.patch "
+            "of type []uint8"
+        )
+    else:
+        try:
+            patch = gopatch.b64decode(value)
+        except ValueError as exc:
+            raise CallError(str(exc)) from exc
+    patch_type = response.get("patchType")
+    if patch_type is not None and not isinstance(patch_type, str):
+        raise CallError(
+            f"json: cannot unmarshal {go_json_kind(patch_type)} into Go struct field "
+            "AdmissionResponse.response.patchType of type v1.PatchType"
+        )
+    return {**answer, "response": {**response, "patch": patch}}
+
+
+def _decode_mutated(invocation: Invocation, patched: Any) -> tuple[dict[str, Any], Any]:
+    """The patched object decoded into a new versioned object (Go's JSON serializer) and
+    defaulted, in storage form; and the decoded object before defaulting, to tell whether the
+    patch changed anything. A decoding error is a 500, as in kube-apiserver."""
+    rt, version = invocation.rt, invocation.version
+    text = json.dumps(patched, separators=(",", ":"), sort_keys=True)
+    if not isinstance(patched, dict):
+        if rt.builtin:
+            raise internal_error(f"json: cannot unmarshal {go_json_kind(patched)} into Go value of type v1.{rt.kind}")
+        raise internal_error(f"Object 'Kind' is missing in '{text}'")
+    if not rt.builtin:
+        if not patched.get("kind"):
+            raise internal_error(f"Object 'Kind' is missing in '{text}'")
+        if not patched.get("apiVersion"):
+            raise internal_error(f"Object 'apiVersion' is missing in '{text}'")
+    obj = copy.deepcopy(patched)
+    try:
+        if rt.builtin:
+            rt.decode_mutated(obj, version)
+            decoded = copy.deepcopy(obj)
+        else:
+            decoded = copy.deepcopy(obj)
+            rt.decode_mutated(obj, version)
+    except DecodeError as exc:
+        raise internal_error(str(exc)) from exc
+    if rt.to_storage is not None:
+        obj = rt.to_storage(obj)
+    elif not rt.builtin:
+        obj["apiVersion"] = rt.api_version(rt.storage_version)
+    return obj, decoded
+
+
+def _verify(uid: str, version: str, answer: Any, mutating: bool) -> dict[str, Any]:
+    """``VerifyAdmissionResponse``; the response, with ``patchType`` as kube-apiserver reads it
+    (v1beta1: JSONPatch if there is a patch, whatever the webhook said)."""
     if not isinstance(answer, dict) or not isinstance(answer.get("response"), dict):
         raise CallError("webhook response was absent")
     response: dict[str, Any] = answer["response"]
-    if version == "v1":
-        if response.get("uid", "") != uid:
-            raise CallError(f'expected response.uid="{uid}", got "{response.get("uid", "")}"')
-        group, _, got_version = str(answer.get("apiVersion", "")).rpartition("/")
-        kind = answer.get("kind", "")
-        if (group, got_version, kind) != ("admission.k8s.io", "v1", "AdmissionReview"):
-            raise CallError(
-                f"expected webhook response of admission.k8s.io/v1, Kind=AdmissionReview, "
-                f"got {group}/{got_version}, Kind={kind}"
-            )
-        if response.get("patch"):
-            raise CallError("validating webhook may not return response.patch")
-        if response.get("patchType") is not None:
-            raise CallError("validating webhook may not return response.patchType")
+    if version != "v1":  # v1beta1: neither uid, kind nor patchType were checked
+        return {**response, "patchType": "JSONPatch" if mutating and response["patch"] else None}
+    if response.get("uid", "") != uid:
+        raise CallError(f'expected response.uid="{uid}", got "{response.get("uid", "")}"')
+    group, _, got_version = str(answer.get("apiVersion", "")).rpartition("/")
+    kind = answer.get("kind", "")
+    if (group, got_version, kind) != ("admission.k8s.io", "v1", "AdmissionReview"):
+        raise CallError(
+            f"expected webhook response of admission.k8s.io/v1, Kind=AdmissionReview, "
+            f"got {group}/{got_version}, Kind={kind}"
+        )
+    patch_type = response.get("patchType")
+    if mutating:
+        if response["patch"] and patch_type is None:
+            raise CallError("webhook returned response.patch but not response.patchType")
+        if not response["patch"] and patch_type is not None:
+            raise CallError("webhook returned response.patchType but not response.patch")
+        if patch_type == "":
+            raise CallError('webhook returned invalid response.patchType of ""')
+        return response
+    if response["patch"]:
+        raise CallError("validating webhook may not return response.patch")
+    if patch_type is not None:
+        raise CallError("validating webhook may not return response.patchType")
     return response
 
 

@@ -146,7 +146,7 @@ class Api:
         self.on_change: Callable[[], None] = lambda: None
         self.field_validation = ""  # per request: "", "Ignore", "Warn" or "Strict"
         self.warnings: list[str] = []  # per request: answered as Warning headers
-        self.admission: Admission | None = None  # per request: validating webhooks (None: not called)
+        self.admission: Admission | None = None  # per request: admission webhooks (None: not called)
         for rt in builtin_types():
             self._register(rt)
             self.builtin_groups.setdefault(rt.group, [])
@@ -320,6 +320,31 @@ class Api:
                         if not owned:
                             del self.owner_index[uid]
 
+    def _mutate(
+        self,
+        operation: str,
+        rt: ResourceType,
+        version: str,
+        obj: dict[str, Any] | None,
+        old: dict[str, Any] | None,
+        namespace: str,
+        name: str,
+        subresource: str | None = None,
+        delete_options: dict[str, Any] | None = None,
+    ) -> tuple[dict[str, Any] | None, bool]:
+        """Mutating admission, where kube-apiserver runs it: on the decoded object, before the
+        registry fills it in (create) or applies its update rules (update), and on a delete
+        just before the validating webhooks. Returns the object the mutating webhooks' patches
+        leave, and whether any was applied; raises a webhook's denial or failure, or
+        AdmissionRequired (see admission.py). ``namespace`` and ``name`` are the request's."""
+        if self.admission is None:
+            return obj, False
+        if rt.storage_key == NS_KEY:
+            namespace = name
+        return self.admission.mutate(
+            Attributes(operation, rt, version, subresource or "", namespace, name, obj, old, delete_options or {})
+        )
+
     def _admit(
         self,
         operation: str,
@@ -361,14 +386,17 @@ class Api:
                 {},
             )
         body = self._check_type(rt, version, body)
-        meta_in = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
-        body_ns = meta_in.get("namespace")
-        if rt.namespaced and namespace is not None and body_ns and body_ns != namespace:
-            raise bad_request("the namespace of the provided object does not match the namespace sent on the request")
         obj = self._decode(rt, version, body)
+        self._check_namespace(rt, namespace, obj["metadata"].get("name", ""))
+        request_ns = (namespace or "") if rt.namespaced else ""
+        decoded, mutated = self._mutate("CREATE", rt, version, obj, None, request_ns, obj["metadata"].get("name", ""))
+        assert decoded is not None
+        obj = decoded
         meta = obj["metadata"]
         name = meta.get("name", "")
-        self._check_namespace(rt, namespace, name)
+        body_ns = meta.get("namespace")
+        if rt.namespaced and namespace is not None and body_ns and body_ns != namespace:
+            raise bad_request("the namespace of the provided object does not match the namespace sent on the request")
         if rt.namespaced:
             meta["namespace"] = namespace or meta.get("namespace") or "default"
         else:
@@ -395,6 +423,8 @@ class Api:
             if errors:
                 raise invalid(rt.group, rt.kind, meta["name"], errors)
         self._admit("CREATE", rt, version, obj, None)
+        if mutated:
+            rt.prune(obj, version)
         bucket = self.store.bucket(rt.storage_key)
         key_ns = meta.get("namespace", "")
         while bucket.get(key_ns, meta["name"]) is not None:
@@ -465,6 +495,18 @@ class Api:
                 return 201, created
             raise not_found(rt.names, name)
         obj = self._decode(rt, version, body)
+        uid = obj["metadata"].get("uid")
+        if uid and uid != existing["metadata"]["uid"] and not from_patch:  # the update's precondition
+            raise conflict(
+                rt.names,
+                name,
+                f"Precondition failed: UID in precondition: {uid}, UID in object meta: {existing['metadata']['uid']}",
+            )
+        decoded, mutated = self._mutate(
+            "UPDATE", rt, version, obj, existing, existing["metadata"].get("namespace", ""), name, subresource
+        )
+        assert decoded is not None
+        obj = decoded
         meta = obj["metadata"]
         new_rv = meta.get("resourceVersion", "")
         current_rv = existing["metadata"]["resourceVersion"]
@@ -483,18 +525,20 @@ class Api:
             new_rv = current_rv
         if new_rv != current_rv:
             raise conflict(rt.names, name)
+        if mutated:  # what a webhook's patch may have changed, as the update's checks find it
+            moved = meta.get("namespace")
+            if rt.namespaced and moved and moved != existing["metadata"].get("namespace"):
+                raise bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
+            if meta.get("name", "") != name:
+                renamed = FieldError("Invalid", "metadata.name", meta.get("name", ""), "field is immutable")
+                # found by the strategy's validation and again by the generic metadata checks
+                raise invalid(rt.group, rt.kind, meta.get("name", ""), [renamed, renamed])
         uid = meta.get("uid")
         if uid and uid != existing["metadata"]["uid"]:
-            if from_patch:
-                raise invalid(
-                    rt.group, rt.kind, name, [FieldError("Invalid", "metadata.uid", uid, "field is immutable")]
-                )
-            raise conflict(
-                rt.names,
-                name,
-                f"Precondition failed: UID in precondition: {uid}, UID in object meta: {existing['metadata']['uid']}",
-            )
-        return self._write_update(rt, version, existing, obj, subresource, dry_run)
+            raise invalid(rt.group, rt.kind, name, [FieldError("Invalid", "metadata.uid", uid, "field is immutable")])
+        return self._write_update(rt, version, existing, obj, subresource, dry_run, mutated)
 
     def _write_update(
         self,
@@ -504,6 +548,7 @@ class Api:
         obj: dict[str, Any],
         subresource: str | None,
         dry_run: bool,
+        mutated: bool = False,
     ) -> tuple[int, dict[str, Any]]:
         old_meta = existing["metadata"]
         status_enabled = rt.has_status(version) if not rt.builtin else "status" in rt.subresources
@@ -569,6 +614,8 @@ class Api:
             raise invalid(rt.group, rt.kind, old_meta["name"], errors)
         self._validate_or_raise(rt, version, obj, existing, subresource)
         self._admit("UPDATE", rt, version, obj, existing, subresource)
+        if mutated:
+            rt.prune(obj, version)
         obj = _order(obj, rt.builtin)
         if obj == existing:  # a no-op write changes nothing, not even the resourceVersion
             return 200, self.present(rt, version, existing)
@@ -680,6 +727,17 @@ class Api:
             )
         if rt.storage_key == NS_KEY and name in ("default", "kube-system", "kube-public"):
             raise forbidden(rt.names, name, "this namespace may not be deleted")
+        self._mutate(
+            "DELETE",
+            rt,
+            version,
+            None,
+            existing,
+            meta.get("namespace", ""),
+            "" if in_collection else name,
+            None,
+            options,
+        )
         self._admit("DELETE", rt, version, None, existing, None, options, in_collection)
         finalizers = list(meta.get("finalizers") or [])
         if rt.storage_key == NS_KEY:

@@ -20,7 +20,14 @@ from typing import Any
 
 from . import gotime
 from .errors import FieldError, GoLiteral, Names, bad_request, go_json_kind, go_quote
-from .schema import Node, SchemaCompileError, compile_schema, normalize, validate_object
+from .schema import (
+    Node,
+    SchemaCompileError,
+    apply_defaults,
+    compile_schema,
+    normalize,
+    validate_object,
+)
 
 # --------------------------------------------------------------------------- name validation
 
@@ -424,21 +431,11 @@ class ResourceType:
     def _decode(self, obj: dict[str, Any], version: str, removed: list[str]) -> None:
         if self.builtin and self.typed_spec is not None:
             try:
-                decode_metadata(obj, self.kind)
-                body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
-                decode_typed(body, self.typed_spec, self.kind)
+                self._decode_typed(obj, self.typed_spec)
             except DecodeError as exc:
                 raise bad_request(
                     f'{self.kind} in version "{version}" cannot be handled as a {self.kind}: {exc}'
                 ) from exc
-            for key in [k for k in obj if k not in ("apiVersion", "kind", "metadata")]:
-                del obj[key]
-            obj.update(body)
-            for key, value in self.always.items():
-                if key not in obj:
-                    obj[key] = copy.deepcopy(value)
-            if self.defaulter is not None:
-                self.defaulter(obj)
             return
         # custom resources: metadata is typed, the rest is pruned/defaulted by the schema
         try:
@@ -448,6 +445,39 @@ class ResourceType:
         info = self.versions.get(version)
         if info is not None and info.schema is not None:
             normalize(obj, info.schema, removed)
+
+    def _decode_typed(self, obj: dict[str, Any], typed_spec: dict[str, Any]) -> None:
+        decode_metadata(obj, self.kind)
+        body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
+        decode_typed(body, typed_spec, self.kind)
+        for key in [k for k in obj if k not in ("apiVersion", "kind", "metadata")]:
+            del obj[key]
+        obj.update(body)
+        for key, value in self.always.items():
+            if key not in obj:
+                obj[key] = copy.deepcopy(value)
+        if self.defaulter is not None:
+            self.defaulter(obj)
+
+    def decode_mutated(self, obj: dict[str, Any], version: str) -> None:
+        """Decode, in place, what a mutating webhook's patch made of an object (in ``version``),
+        as kube-apiserver decodes it into a new versioned object and defaults it: a built-in
+        like a request body (unknown fields dropped), a custom resource only defaulted (it is
+        pruned when it is stored: :meth:`prune`). Raises :class:`DecodeError` with Go's text."""
+        if self.builtin and self.typed_spec is not None:
+            self._decode_typed(obj, self.typed_spec)
+            return
+        decode_metadata(obj, self.kind)
+        info = self.versions.get(version)
+        if not self.builtin and info is not None and info.schema is not None:
+            apply_defaults(obj, info.schema)
+
+    def prune(self, obj: dict[str, Any], version: str) -> None:
+        """Structural pruning of a custom resource (what storing it does to fields its schema does
+        not know), in place; nothing for built-ins, which are typed when decoded."""
+        info = self.versions.get(version)
+        if not self.builtin and info is not None and info.schema is not None:
+            normalize(obj, info.schema)
 
     def validate(
         self, obj: dict[str, Any], old: dict[str, Any] | None, version: str, *, status: bool = False
@@ -694,6 +724,9 @@ _VALIDATING_WEBHOOK: dict[str, Any] = {
     "timeoutSeconds": "int32",
     "admissionReviewVersions": "[]string",
 }
+# MutatingWebhook: the same fields, and reinvocationPolicy last
+_MUTATING_WEBHOOK: dict[str, Any] = {**_VALIDATING_WEBHOOK, "reinvocationPolicy": "string"}
+_REINVOCATION_POLICIES = ["IfNeeded", "Never"]
 _ACCEPTED_REVIEW_VERSIONS = ["v1", "v1beta1"]
 _NO_SIDE_EFFECTS = ["None", "NoneOnDryRun"]
 _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -702,6 +735,17 @@ _URL_FORM = "; desired format: https://host[/path]"
 
 def _default_vwc(obj: dict[str, Any]) -> None:
     """``SetDefaults_ValidatingWebhook``, ``SetDefaults_Rule``, ``SetDefaults_ServiceReference``."""
+    _default_webhooks(obj, _VALIDATING_WEBHOOK)
+
+
+def _default_mwc(obj: dict[str, Any]) -> None:
+    """``SetDefaults_MutatingWebhook``: the validating kind's defaults, and ``reinvocationPolicy`` Never."""
+    for hook in obj.get("webhooks") or []:
+        hook.setdefault("reinvocationPolicy", "Never")
+    _default_webhooks(obj, _MUTATING_WEBHOOK)
+
+
+def _default_webhooks(obj: dict[str, Any], fields: dict[str, Any]) -> None:
     hooks = []
     for hook in obj.get("webhooks") or []:
         hook.setdefault("failurePolicy", "Fail")
@@ -715,7 +759,7 @@ def _default_vwc(obj: dict[str, Any]) -> None:
             service.setdefault("port", 443)
         for rule in hook.get("rules") or []:
             rule.setdefault("scope", "*")
-        hooks.append({k: hook[k] for k in _VALIDATING_WEBHOOK if k in hook})
+        hooks.append({k: hook[k] for k in fields if k in hook})
     if "webhooks" in obj:
         obj["webhooks"] = hooks
 
@@ -944,8 +988,10 @@ def _validate_review_versions(versions: list[str], require_recognized: bool, pat
     return errors
 
 
-def _validate_webhook(hook: dict[str, Any], require_no_side_effects: bool, path: str) -> list[FieldError]:
-    """``validateValidatingWebhook``."""
+def _validate_webhook(
+    hook: dict[str, Any], require_no_side_effects: bool, path: str, mutating: bool = False
+) -> list[FieldError]:
+    """``validateValidatingWebhook``, or (``mutating``) ``validateMutatingWebhook``."""
     errors: list[FieldError] = []
     name = hook.get("name", "")
     if not name:
@@ -984,6 +1030,11 @@ def _validate_webhook(hook: dict[str, Any], require_no_side_effects: bool, path:
     for key in ("namespaceSelector", "objectSelector"):
         if hook.get(key) is not None:
             errors.extend(_validate_label_selector(hook[key], f"{path}.{key}"))
+    reinvocation = hook.get("reinvocationPolicy")
+    if mutating and reinvocation is not None and reinvocation not in _REINVOCATION_POLICIES:
+        errors.append(
+            FieldError("NotSupported", f"{path}.reinvocationPolicy", reinvocation, supported=_REINVOCATION_POLICIES)
+        )
     config = hook.get("clientConfig") or {}
     if ("url" in config) == ("service" in config):
         errors.append(
@@ -999,6 +1050,18 @@ def _validate_webhook(hook: dict[str, Any], require_no_side_effects: bool, path:
 def _validate_vwc(obj: dict[str, Any], old: dict[str, Any] | None, version: str) -> list[FieldError]:
     """``ValidateValidatingWebhookConfiguration`` and its update variant (which is lenient where
     the stored object already is)."""
+    _ = version
+    return _validate_configuration(obj, old, mutating=False)
+
+
+def _validate_mwc(obj: dict[str, Any], old: dict[str, Any] | None, version: str) -> list[FieldError]:
+    """``ValidateMutatingWebhookConfiguration`` and its update variant: the same checks, and
+    ``reinvocationPolicy``."""
+    _ = version
+    return _validate_configuration(obj, old, mutating=True)
+
+
+def _validate_configuration(obj: dict[str, Any], old: dict[str, Any] | None, mutating: bool) -> list[FieldError]:
     require_no_side_effects = require_recognized = require_unique = True
     if old is not None:
         old_hooks = old.get("webhooks") or []
@@ -1014,7 +1077,7 @@ def _validate_vwc(obj: dict[str, Any], old: dict[str, Any] | None, version: str)
     seen: set[str] = set()
     for index, hook in enumerate(obj.get("webhooks") or []):
         path = f"webhooks[{index}]"
-        errors.extend(_validate_webhook(hook, require_no_side_effects, path))
+        errors.extend(_validate_webhook(hook, require_no_side_effects, path, mutating))
         errors.extend(
             _validate_review_versions(
                 hook.get("admissionReviewVersions") or [], require_recognized, f"{path}.admissionReviewVersions"
@@ -1025,7 +1088,6 @@ def _validate_vwc(obj: dict[str, Any], old: dict[str, Any] | None, version: str)
             if name in seen:
                 errors.append(FieldError("Duplicate", f"{path}.name", name))
             seen.add(name)
-    _ = version
     return errors
 
 
@@ -1157,6 +1219,20 @@ def builtin_types() -> list[ResourceType]:
             typed_spec={"webhooks": [("ValidatingWebhook", _VALIDATING_WEBHOOK)]},
             validator=_validate_vwc,
             defaulter=_default_vwc,
+        ),
+        ResourceType(
+            group="admissionregistration.k8s.io",
+            plural="mutatingwebhookconfigurations",
+            singular="mutatingwebhookconfiguration",
+            kind="MutatingWebhookConfiguration",
+            namespaced=False,
+            versions={"v1": VersionInfo("v1", storage=True)},
+            categories=["api-extensions"],
+            has_generation=True,
+            allow_unconditional_update=False,
+            typed_spec={"webhooks": [("MutatingWebhook", _MUTATING_WEBHOOK)]},
+            validator=_validate_mwc,
+            defaulter=_default_mwc,
         ),
         ResourceType(
             group="apiextensions.k8s.io",

@@ -3,11 +3,11 @@ real kube-apiserver (the other exchanges are left as they are).
 
     .venv/bin/python tests/contract/record_webhooks.py ADMIN_KUBECONFIG [SCENARIO ...]
 
-Each scenario of ``webhook_scenarios.py`` runs in a namespace named ``transcripts`` (created,
-then deleted and waited for), like the exchanges recorded before. The webhook server's port
-and CA are written as placeholders (``webhook_scenarios.placeholders``) and ``managedFields``
-are left out, as in the other exchanges; everything else is what the server answered and
-sent. Exchanges are replaced by name, new ones appended.
+Each scenario of ``webhook_scenarios.py`` and ``mutating_scenarios.py`` runs in a namespace
+named ``transcripts`` (created, then deleted and waited for), like the exchanges recorded
+before. The webhook server's port and CA are written as placeholders
+(``webhook_scenarios.placeholders``) and ``managedFields`` are left out, as in the other
+exchanges; everything else is what the server answered and sent. Exchanges are replaced by name, new ones appended.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path[:0] = [str(HERE), str(ROOT / "tests"), str(ROOT / "emulator")]
 
-from webhook_scenarios import SCENARIOS, placeholders, run_scenario  # noqa: E402
+from webhook_scenarios import all_scenarios, placeholders, run_scenario  # noqa: E402
 
 from support.kubeclient import KubeClient  # noqa: E402
 
@@ -89,7 +89,7 @@ async def record(kubeconfig: str, scenarios: list[str]) -> None:
 def main() -> None:
     if len(sys.argv) < 2:
         raise SystemExit(__doc__)
-    scenarios = sys.argv[2:] or list(SCENARIOS)
+    scenarios = sys.argv[2:] or list(all_scenarios())
     asyncio.run(record(sys.argv[1], scenarios))
 
 

@@ -1,7 +1,9 @@
-"""Validating admission webhooks, held to how a real kube-apiserver v1.24 called them and answered.
+"""Admission webhooks (validating and mutating), held to how a real kube-apiserver v1.24 called
+them and answered.
 
-Each scenario of ``webhook_scenarios.py`` registers webhooks served on loopback (HTTPS, a
-throw-away CA in ``caBundle``), makes requests, and is compared exchange by exchange with the
+Each scenario of ``webhook_scenarios.py`` and ``mutating_scenarios.py`` registers webhooks
+served on loopback (HTTPS, a throw-away CA in ``caBundle``), makes requests, and is compared
+exchange by exchange with the
 ``webhook-*`` exchanges of ``transcripts/kube-apiserver-v1.24.json`` (recorded by
 ``record_webhooks.py`` on a real server): status code, Status body, ``Warning`` headers, and
 the AdmissionReviews the webhook received (or that none was sent). Runs against the emulator,
@@ -19,7 +21,7 @@ from typing import Any
 
 import pytest
 from test_apiserver_contract import RECORDED_ON, TX, WIDGET_CRD, normalize, watch_cache_has_seen
-from webhook_scenarios import GUARDED, SCENARIOS, placeholders, run_scenario, scrub, widget
+from webhook_scenarios import GUARDED, all_scenarios, placeholders, run_scenario, scrub, widget
 
 from support.kubeclient import KubeClient
 from support.webhook_server import VWC_PATH, WebhookServer, allow, deny, register, unregister
@@ -34,7 +36,7 @@ async def widgets(kube: KubeClient) -> None:
     await kube.apply_crd(WIDGET_CRD)
 
 
-@pytest.mark.parametrize("scenario", list(SCENARIOS))
+@pytest.mark.parametrize("scenario", list(all_scenarios()))
 async def test_webhook_scenario(kube: KubeClient, namespace: str, widgets: None, scenario: str) -> None:
     run, exchanges = await run_scenario(kube, scenario, namespace)
     assert exchanges

@@ -1,8 +1,8 @@
-"""Validating admission webhook scenarios, run the same way to record a real kube-apiserver's
-answers (``record_webhooks.py``) and to hold a server under test to them
-(``test_admission_webhooks.py``).
+"""Admission webhook scenarios (validating here, mutating in ``mutating_scenarios.py``), run the
+same way to record a real kube-apiserver's answers (``record_webhooks.py``) and to hold a server
+under test to them (``test_admission_webhooks.py``).
 
-Each scenario registers a ValidatingWebhookConfiguration whose webhooks are served by a
+Each scenario registers a webhook configuration whose webhooks are served by a
 :class:`~support.webhook_server.WebhookServer` on loopback, makes API requests, and returns one
 exchange per request: the request, the answer (status, ``Warning`` headers, body) and the
 calls the webhook server received meanwhile (path with query, AdmissionReview). Every
@@ -27,7 +27,16 @@ from aiohttp import web
 
 from kube_emulator.tls import make_certs
 from support.kubeclient import KubeClient
-from support.webhook_server import VWC_PATH, WebhookServer, allow, await_calls, deny, free_port
+from support.webhook_server import (
+    VALIDATING,
+    VWC_PATH,
+    WebhookServer,
+    allow,
+    await_calls,
+    config_path,
+    deny,
+    free_port,
+)
 
 MERGE = "application/merge-patch+json"
 WIDGETS = "/apis/example.test/v1/namespaces/{ns}/widgets"
@@ -45,7 +54,7 @@ class Run:
         self.namespace = namespace
         self.down_port = free_port()
         self.exchanges: list[Exchange] = []
-        self.configs: list[str] = []
+        self.configs: list[str] = []  # the paths of the configurations registered
 
     @property
     def widgets(self) -> str:
@@ -106,24 +115,27 @@ class Run:
             await asyncio.sleep(0.05)
         raise AssertionError(f"the watch cache did not reach resourceVersion {written}")
 
-    async def register(self, name: str, webhooks: list[dict[str, Any]], note: str | None = None) -> Exchange | None:
-        """Create a configuration (recorded as an exchange if ``note`` is given) and wait until
-        the API server calls it."""
-        config = self.hook.configuration(f"{name}-{self.namespace}", webhooks)
-        self.configs.append(config["metadata"]["name"])
+    async def register(
+        self, name: str, webhooks: list[dict[str, Any]], note: str | None = None, kind: str = VALIDATING
+    ) -> Exchange | None:
+        """Create a configuration of ``kind`` (recorded as an exchange if ``note`` is given) and
+        wait until the API server calls it."""
+        config = self.hook.configuration(f"{name}-{self.namespace}", webhooks, kind=kind)
+        collection = config_path(config)
+        self.configs.append(f"{collection}/{config['metadata']['name']}")
         if note is not None:
-            exchange = await self.call(f"webhook-config-{name}", note, "POST", VWC_PATH, config)
+            exchange = await self.call(f"webhook-config-{name}", note, "POST", collection, config)
             assert exchange["response"]["status"] == 201, exchange
         else:
-            status, body = await self.kube.request("POST", VWC_PATH, json=config)
+            status, body = await self.kube.request("POST", collection, json=config)
             assert status == 201, (status, body)
             exchange = None
         await await_calls(self.kube, self.hook, config["metadata"]["name"], self.namespace)
         return exchange
 
     async def cleanup(self) -> None:
-        for name in self.configs:
-            await self.kube.request("DELETE", f"{VWC_PATH}/{name}")
+        for path in self.configs:
+            await self.kube.request("DELETE", path)
         self.configs.clear()
 
 
@@ -195,12 +207,11 @@ async def configuration(run: Run) -> None:
         bad,
     )
     assert exchange["response"]["status"] == 422, exchange
-    name = run.configs.pop()
     await run.call(
         "webhook-config-delete",
         "deleting a configuration: a Success Status",
         "DELETE",
-        f"{VWC_PATH}/{name}",
+        run.configs.pop(),
     )
 
 
@@ -547,12 +558,20 @@ SCENARIOS: dict[str, Callable[[Run], Awaitable[None]]] = {
 }
 
 
+def all_scenarios() -> dict[str, Callable[[Run], Awaitable[None]]]:
+    """These validating scenarios and the mutating ones of ``mutating_scenarios.py``."""
+    from mutating_scenarios import MUTATING_SCENARIOS
+
+    return {**SCENARIOS, **MUTATING_SCENARIOS}
+
+
 async def run_scenario(kube: KubeClient, scenario: str, namespace: str) -> tuple[Run, list[Exchange]]:
-    """Run one scenario in ``namespace`` (the widgets CRD must be served); returns the exchanges."""
+    """Run one scenario (of :func:`all_scenarios`) in ``namespace`` (the widgets CRD must be
+    served); returns the exchanges."""
     async with WebhookServer() as hook:
         run = Run(kube, hook, namespace)
         try:
-            await SCENARIOS[scenario](run)
+            await all_scenarios()[scenario](run)
         finally:
             await run.cleanup()
     return run, run.exchanges

@@ -1,5 +1,5 @@
-"""A validating admission webhook on loopback over HTTPS, for tests that run against the
-API emulator or a real kube-apiserver alike.
+"""An admission webhook (validating or mutating) on loopback over HTTPS, for tests that run
+against the API emulator or a real kube-apiserver alike.
 
     async with WebhookServer() as hook:
         hook.answer("/guard", deny(409, "target t1 is held by s1", reason="Conflict"))
@@ -8,6 +8,9 @@ API emulator or a real kube-apiserver alike.
         status, body = await kube.request("POST", ...)  # 409, 'admission webhook "guard.example.test" denied ...'
         hook.reviews("/guard")                           # the AdmissionReview requests received
         await unregister(kube, config)
+
+A mutating webhook answers with :func:`patch` (a JSON patch), and its configuration is made
+with ``hook.configuration(name, webhooks, kind=MUTATING)``.
 
 The server certificate comes from a throw-away CA made with ``cryptography``; the CA is what
 ``clientConfig.caBundle`` carries (``hook.ca_bundle``). The server runs in the caller's
@@ -20,6 +23,7 @@ import asyncio
 import base64
 import contextlib
 import inspect
+import json
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,6 +35,9 @@ from kube_emulator.tls import make_certs
 from support.kubeclient import KubeClient
 
 VWC_PATH = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
+MWC_PATH = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
+VALIDATING = "ValidatingWebhookConfiguration"
+MUTATING = "MutatingWebhookConfiguration"
 PROBE_LABEL = "webhook-probe.example.test/config"
 
 # An answer is the AdmissionReview's ``response`` (``uid`` is filled in unless given), or a
@@ -74,6 +81,30 @@ def deny(
         return response
 
     return answer
+
+
+def patch(
+    operations: Any, warnings: list[str] | None = None, *, patch_type: str | None = "JSONPatch"
+) -> Answer:
+    """An answer that allows the request and mutates it with ``operations`` (an RFC 6902 JSON
+    patch, sent base64-encoded as ``response.patch``; ``bytes`` are sent as they are), with
+    ``patch_type`` as ``response.patchType`` (None: left out)."""
+    raw = operations if isinstance(operations, bytes) else json.dumps(operations).encode()
+
+    def answer(_request: dict[str, Any]) -> dict[str, Any]:
+        response: dict[str, Any] = {"allowed": True, "patch": base64.b64encode(raw).decode()}
+        if patch_type is not None:
+            response["patchType"] = patch_type
+        if warnings is not None:
+            response["warnings"] = list(warnings)
+        return response
+
+    return answer
+
+
+def config_path(config: dict[str, Any]) -> str:
+    """The collection a configuration made by :meth:`WebhookServer.configuration` is written to."""
+    return MWC_PATH if config["kind"] == MUTATING else VWC_PATH
 
 
 @dataclass(frozen=True)
@@ -184,9 +215,12 @@ class WebhookServer:
         hook.update(fields)
         return hook
 
-    def configuration(self, name: str, webhooks: list[dict[str, Any]], probe: bool = True) -> dict[str, Any]:
-        """A ValidatingWebhookConfiguration; with ``probe``, plus a webhook that :func:`register`
-        uses to see when the API server calls the configuration's webhooks."""
+    def configuration(
+        self, name: str, webhooks: list[dict[str, Any]], probe: bool = True, kind: str = VALIDATING
+    ) -> dict[str, Any]:
+        """A ValidatingWebhookConfiguration (or, with ``kind=MUTATING``, a
+        MutatingWebhookConfiguration); with ``probe``, plus a webhook that :func:`register` uses
+        to see when the API server calls the configuration's webhooks."""
         hooks = list(webhooks)
         if probe:
             hooks.append(
@@ -199,7 +233,7 @@ class WebhookServer:
             )
         return {
             "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "ValidatingWebhookConfiguration",
+            "kind": kind,
             "metadata": {"name": name},
             "webhooks": hooks,
         }
@@ -240,7 +274,7 @@ async def register(
     kube: KubeClient, hook: WebhookServer, config: dict[str, Any], namespace: str
 ) -> dict[str, Any]:
     """Create ``config`` (made by :meth:`WebhookServer.configuration`) and wait until it is called."""
-    status, created = await kube.request("POST", VWC_PATH, json=config)
+    status, created = await kube.request("POST", config_path(config), json=config)
     assert status == 201, (status, created)
     await await_calls(kube, hook, config["metadata"]["name"], namespace)
     return created
@@ -248,4 +282,4 @@ async def register(
 
 async def unregister(kube: KubeClient, config: dict[str, Any]) -> None:
     with contextlib.suppress(Exception):
-        await kube.request("DELETE", f"{VWC_PATH}/{config['metadata']['name']}")
+        await kube.request("DELETE", f"{config_path(config)}/{config['metadata']['name']}")
